@@ -1,0 +1,150 @@
+"""Shared building blocks, each written once and imported by every family.
+
+Module names inside the blocks follow torchvision (``Conv2dNormActivation`` is a ``Sequential`` of conv,
+norm, activation -> keys ``0.weight``, ``1.running_mean``; ``SqueezeExcitation`` has ``fc1``/``fc2``) so
+that torchvision ``state_dict`` files load without a key map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round a channel count to a multiple of ``divisor`` without going more than 10 % below ``v``.
+
+    From the MobileNet/TensorFlow reference code; used by MobileNetV2/V3 and EfficientNet width scaling.
+    """
+    min_value = divisor if min_value is None else min_value
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+_ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "hardswish": nn.Hardswish,
+    "hard_swish": nn.Hardswish,
+    "hardsigmoid": nn.Hardsigmoid,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+}
+
+
+def get_act(name: str | Callable[..., nn.Module] | None, inplace: bool = True) -> nn.Module | None:
+    """An activation module from a name (``"relu"``, ``"hardswish"``, ...) or a module class."""
+    if name is None:
+        return None
+    cls = _ACTIVATIONS[name.lower()] if isinstance(name, str) else name
+    try:
+        return cls(inplace=inplace)
+    except TypeError:  # Sigmoid, Tanh, GELU take no ``inplace``
+        return cls()
+
+
+class Conv2dNormActivation(nn.Sequential):
+    """Conv -> BatchNorm -> activation, with "same" padding for odd kernels.
+
+    A ``Sequential`` so that its keys (``0.weight``, ``1.weight``, ``1.running_mean`` ...) are
+    torchvision's. ``act=None`` leaves the activation out (the linear bottleneck of MobileNetV2).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int | None = None,
+        groups: int = 1,
+        act: str | Callable[..., nn.Module] | None = "relu",
+        norm_layer: Callable[..., nn.Module] | None = nn.BatchNorm2d,
+        dilation: int = 1,
+        bias: bool | None = None,
+    ) -> None:
+        if padding is None:
+            padding = (kernel_size - 1) // 2 * dilation
+        if bias is None:
+            bias = norm_layer is None
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation=dilation,
+                      groups=groups, bias=bias)
+        ]
+        if norm_layer is not None:
+            layers.append(norm_layer(out_channels))
+        act_layer = get_act(act)
+        if act_layer is not None:
+            layers.append(act_layer)
+        super().__init__(*layers)
+        self.out_channels = out_channels
+
+
+ConvNormAct = Conv2dNormActivation  # timm's name for the same block
+
+
+class SqueezeExcitation(nn.Module):
+    """Squeeze-and-excitation (Hu et al. 2018): global average pool -> 1x1 conv -> act -> 1x1 conv -> gate.
+
+    ``fc1``/``fc2`` are 1x1 convolutions (torchvision's names). MobileNetV3 uses ReLU + hard-sigmoid,
+    EfficientNet SiLU + sigmoid. The gate sees the whole image: receptive-field tools flag it as global.
+    """
+
+    def __init__(
+        self,
+        input_channels: int,
+        squeeze_channels: int,
+        act: str | Callable[..., nn.Module] = "relu",
+        gate: str | Callable[..., nn.Module] = "sigmoid",
+    ) -> None:
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(input_channels, squeeze_channels, 1)
+        self.fc2 = nn.Conv2d(squeeze_channels, input_channels, 1)
+        self.activation = get_act(act)
+        self.scale_activation = get_act(gate, inplace=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+        return scale * x
+
+
+SqueezeExcite = SqueezeExcitation
+
+
+def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
+    """Stochastic depth (Huang et al. 2016), per sample: zero whole residual branches with probability p.
+
+    Survivors are scaled by 1/(1-p) so the expected value is unchanged; identity at eval time.
+    """
+    if not training or p == 0.0:
+        return x
+    keep = 1.0 - p
+    mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
+    return x * mask.div_(keep)
+
+
+class StochasticDepth(nn.Module):
+    """Module form of :func:`drop_path` (torchvision's name; timm calls it ``DropPath``)."""
+
+    def __init__(self, p: float, mode: str = "row") -> None:
+        super().__init__()
+        if mode != "row":
+            raise ValueError("only per-sample ('row') stochastic depth is implemented")
+        self.p, self.mode = p, mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        return drop_path(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, mode={self.mode}"
+
+
+DropPath = StochasticDepth

@@ -1,0 +1,95 @@
+"""Load weights that are already on disk: torchvision, timm or cnnzoo checkpoints.
+
+Nothing is downloaded. ``.safetensors`` files are read with safetensors; ``.pth``/``.pt``/``.bin`` files
+with ``torch.load(weights_only=True)``, which refuses pickles that would run code. Keys from another
+library are mapped by the model's ``convert_state_dict`` (defined by families whose names differ from
+timm/torchvision); classifier weights whose class count differs from the model's are left freshly
+initialised, which is what fine-tuning on a new data set wants.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .errors import CnnzooError
+
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "ema", "state_dict_ema")
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Tensors from a weights file, unwrapped from common containers and ``module.`` (DDP) prefixes."""
+    path = Path(path)
+    if not path.is_file():
+        raise CnnzooError(f"checkpoint {str(path)!r} not found: give the path to a .safetensors or .pth file")
+    if path.suffix == ".safetensors" or (path.is_dir() and (path / "model.safetensors").is_file()):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            sd = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CnnzooError(f"{path} is not a readable safetensors file ({e}); re-save or re-download it") from e
+    else:
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CnnzooError(
+                f"refused to load {path}: it contains objects other than tensors and loading it could run "
+                f"code ({first}); convert it to safetensors with the tool that wrote it") from e
+        except (RuntimeError, EOFError, OSError, ValueError) as e:
+            raise CnnzooError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    for _ in range(2):  # {"state_dict": {...}} or {"model": {"state_dict": ...}}
+        if isinstance(sd, dict) and not any(isinstance(v, Tensor) for v in sd.values()):
+            inner = next((sd[k] for k in _WRAPPER_KEYS if isinstance(sd.get(k), dict)), None)
+            if inner is None:
+                break
+            sd = inner
+    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
+        raise CnnzooError(f"{path} holds no state_dict of tensors; save one with torch.save(model.state_dict())")
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> dict[str, list[str]]:
+    """Load a torchvision/timm/cnnzoo checkpoint file into ``model``, mapping keys where names differ.
+
+    Returns ``{"reset": [...]}``: the classifier keys left at their fresh initialisation because the
+    checkpoint's class count differs from the model's. Any other mismatch raises a one-line error.
+    """
+    sd = read_state_dict(path)
+    convert = getattr(model, "convert_state_dict", None)
+    if callable(convert):
+        sd = convert(sd)
+    own = model.state_dict()
+    reset = [k for k, v in sd.items() if k in own and v.shape != own[k].shape and _is_class_dim(v, own[k])]
+    for k in reset:
+        sd.pop(k)
+    bad = [k for k, v in sd.items() if k in own and v.shape != own[k].shape]
+    if bad:
+        k = bad[0]
+        raise CnnzooError(
+            f"{path}: {len(bad)} tensors have the wrong shape for this model, e.g. {k} is "
+            f"{tuple(sd[k].shape)} in the file but {tuple(own[k].shape)} in the model "
+            f"(wrong architecture or in_chans?)")
+    missing = [k for k in own if k not in sd and k not in reset]
+    unexpected = [k for k in sd if k not in own]
+    if strict and (missing or unexpected):
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise CnnzooError(f"{path} does not fit this model: {', '.join(detail)} keys; is it the same architecture?")
+    model.load_state_dict(sd, strict=False)
+    return {"reset": reset, "missing": missing, "unexpected": unexpected}
+
+
+def _is_class_dim(theirs: Tensor, ours: Tensor) -> bool:
+    """A classifier weight/bias: only the first (class) dimension differs."""
+    return theirs.dim() == ours.dim() and theirs.dim() >= 1 and theirs.shape[1:] == ours.shape[1:]

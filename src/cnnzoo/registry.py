@@ -1,0 +1,189 @@
+"""Model registry: ``create_model``, ``list_models``, ``model_info`` in the style of timm.
+
+Each family file under ``cnnzoo.models`` decorates its factory functions with :func:`register_model`,
+giving the facts a user (and the test suite) needs: default input size, the smallest input the net takes,
+the reference parameter count and MACs at the default size, the paper and its year, and where the
+implementation departs from the paper.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .errors import CnnzooError, InputSizeError, UnknownModelError
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What is known about a registered model, at its defaults (num_classes, in_chans, input size)."""
+
+    name: str
+    family: str
+    input_size: tuple[int, int, int]  # default (C, H, W)
+    min_size: int  # smallest H (= W) the net runs on; see ``cnnzoo.registry.check_input``
+    params: int  # reference parameter count at the defaults
+    macs: int  # reference multiply-accumulates (conv + linear) at ``input_size``
+    paper: str
+    year: int
+    num_classes: int = 1000
+    max_size: int | None = None  # nets with a fixed-size classifier input (LeNet-5)
+    reference: str = ""  # the torchvision/timm net it is checked against, if any
+    notes: str = ""  # departures from the paper, said where they happen
+    aliases: tuple[str, ...] = ()
+    fn: Callable[..., nn.Module] = field(default=lambda **_: nn.Identity(), repr=False, compare=False)
+
+    @property
+    def in_chans(self) -> int:
+        return self.input_size[0]
+
+    def as_dict(self) -> dict:
+        """Plain, JSON-serialisable view (without the factory)."""
+        return {
+            "name": self.name,
+            "family": self.family,
+            "input_size": list(self.input_size),
+            "min_size": self.min_size,
+            "max_size": self.max_size,
+            "num_classes": self.num_classes,
+            "params": self.params,
+            "macs": self.macs,
+            "paper": self.paper,
+            "year": self.year,
+            "reference": self.reference,
+            "notes": self.notes,
+            "aliases": list(self.aliases),
+        }
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    family: str,
+    input_size: tuple[int, int, int],
+    min_size: int,
+    params: int,
+    macs: int,
+    paper: str,
+    year: int,
+    num_classes: int = 1000,
+    max_size: int | None = None,
+    reference: str = "",
+    notes: str = "",
+    aliases: tuple[str, ...] = (),
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a factory ``fn(num_classes=..., in_chans=..., **kwargs) -> nn.Module`` under ``name``."""
+
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY or name in _ALIASES:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = ModelInfo(
+            name=name, family=family, input_size=tuple(input_size), min_size=min_size, params=params,
+            macs=macs, paper=paper, year=year, num_classes=num_classes, max_size=max_size,
+            reference=reference, notes=notes, aliases=tuple(aliases), fn=fn,
+        )
+        for alias in aliases:
+            if alias in _REGISTRY or alias in _ALIASES:
+                raise ValueError(f"alias {alias!r} registered twice")
+            _ALIASES[alias] = name
+        return fn
+
+    return decorator
+
+
+def _ensure_loaded() -> None:
+    from . import models  # noqa: F401  (importing the package registers every family)
+
+
+def resolve_name(name: str) -> str:
+    """Canonical name for ``name`` or an alias; unknown names raise with the nearest names suggested."""
+    _ensure_loaded()
+    key = name.strip().lower().replace("-", "_")
+    if key in _REGISTRY:
+        return key
+    if key in _ALIASES:
+        return _ALIASES[key]
+    known = sorted([*_REGISTRY, *_ALIASES])
+    near = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(near)}? " if near else ""
+    raise UnknownModelError(f"unknown model {name!r}: {hint}run `cnnzoo list` to see all {len(_REGISTRY)} models")
+
+
+def model_info(name: str) -> ModelInfo:
+    """Facts about a registered model (default input size, reference params/MACs, paper, year)."""
+    return _REGISTRY[resolve_name(name)]
+
+
+def list_models(pattern: str = "*", include_aliases: bool = False) -> list[str]:
+    """Registered model names matching a shell-style ``pattern`` (e.g. ``"resnet*"``), sorted."""
+    _ensure_loaded()
+    names = list(_REGISTRY) + (list(_ALIASES) if include_aliases else [])
+    return sorted(n for n in names if fnmatch.fnmatch(n, pattern.lower()))
+
+
+class InputCheck:
+    """Forward pre-hook that turns a too-small or wrongly shaped input into a one-line error.
+
+    Without it a too-small image fails deep inside the net with a shape error ("Output size is too
+    small", "mat1 and mat2 shapes cannot be multiplied"). The hook only reads ``x.shape``; it is a no-op
+    for the numbers and is picklable (a class, not a closure) so models still deep-copy and pickle.
+    """
+
+    def __init__(self, name: str, in_chans: int, min_size: int, max_size: int | None = None) -> None:
+        self.name, self.in_chans, self.min_size, self.max_size = name, in_chans, min_size, max_size
+
+    def __call__(self, module: nn.Module, args: tuple) -> None:
+        if not args or not isinstance(args[0], torch.Tensor):
+            return
+        x = args[0]
+        if x.dim() != 4:
+            raise InputSizeError(f"{self.name} expects a batch of images (N, C, H, W); got shape {tuple(x.shape)}")
+        _, c, h, w = x.shape
+        if c != self.in_chans:
+            raise InputSizeError(
+                f"{self.name} was built for {self.in_chans}-channel input but got {c} channels: "
+                f"create it with in_chans={c} (CLI: the data set sets it)")
+        if min(h, w) < self.min_size:
+            raise InputSizeError(
+                f"input {h}x{w} is too small for {self.name}: the minimum is {self.min_size}x{self.min_size}; "
+                f"resize the images (e.g. --img-size {self.min_size}) or pick a small-image model")
+        if self.max_size is not None and max(h, w) > self.max_size:
+            raise InputSizeError(
+                f"input {h}x{w} is too large for {self.name}: it takes at most {self.max_size}x{self.max_size} "
+                f"(its classifier has a fixed input); resize the images (e.g. --img-size {self.max_size})")
+
+
+def create_model(
+    name: str, num_classes: int | None = None, in_chans: int | None = None, **kwargs
+) -> nn.Module:
+    """Build a registered model with fresh (random) weights.
+
+    ``num_classes`` and ``in_chans`` default to the model's own (1000 classes and 3 channels for the
+    ImageNet nets, 10 and 1 for LeNet-5). Extra keyword arguments go to the family's constructor
+    (``dropout``, ``aux_logits``, ``zero_init_residual``, ``drop_path_rate``, ...). The returned model
+    checks its input size in a forward pre-hook and names the minimum when an image is too small.
+    """
+    info = model_info(name)
+    num_classes = info.num_classes if num_classes is None else int(num_classes)
+    in_chans = info.in_chans if in_chans is None else int(in_chans)
+    if num_classes < 1 or in_chans < 1:
+        raise CnnzooError(f"num_classes and in_chans must be >= 1 (got {num_classes}, {in_chans})")
+    model = info.fn(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    model.register_forward_pre_hook(InputCheck(info.name, in_chans, info.min_size, info.max_size))
+    model.cnnzoo_name = info.name  # type: ignore[attr-defined]
+    model.default_cfg = {  # type: ignore[attr-defined]  (timm's attribute name, for users' habits)
+        "architecture": info.name,
+        "input_size": (in_chans, *info.input_size[1:]),
+        "num_classes": num_classes,
+        "min_size": info.min_size,
+    }
+    return model

@@ -1,0 +1,22 @@
+"""Shared fixtures. Tests read real data from ``$CNNZOO_DATA`` (default ``../shared/data``), never the net."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("CNNZOO_DATA", ROOT.parent / "shared" / "data")).resolve()
+os.environ.setdefault("CNNZOO_DATA", str(DATA))
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA.is_dir():
+        pytest.fail(f"real data sets not found at {DATA}; set CNNZOO_DATA to a copy of shared/data")
+    return DATA
