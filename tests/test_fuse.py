@@ -1,0 +1,124 @@
+"""``cnnzoo.fuse``: BatchNorm folded into convs gives the same eval logits with no BatchNorm left."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import cnnzoo
+from cnnzoo.fuse import find_conv_bn_pairs, fuse
+
+
+def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BN statistics and affine terms, so a wrong fold shows up in the logits."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+                if m.weight is not None:
+                    m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                    m.bias.copy_(torch.rand(n, generator=g) - 0.5)
+    return model.eval()
+
+
+def _count_bn(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _check(model: nn.Module, x: torch.Tensor, tol: float = 1e-5) -> nn.Module:
+    before = _count_bn(model)
+    fused = fuse(model)
+    assert model.training is False and _count_bn(model) == before  # original untouched
+    assert _count_bn(fused) == 0, f"{_count_bn(fused)} BatchNorms left unfolded"
+    assert len(fused.fused_pairs) == before
+    with torch.no_grad():
+        ref, out = model(x), fused(x)
+    diff = (ref - out).abs().max().item()
+    assert diff < tol, f"fused logits differ by {diff:.2e}"
+    assert ref.abs().max().item() > 1e-3  # real, non-degenerate logits
+    return fused
+
+
+# zoo models and the image size used here (small, for speed); skipped if a family is not in the zoo yet
+ZOO = [("resnet18", 64), ("resnet20_cifar", 32), ("mobilenet_v2", 64), ("googlenet", 64),
+       ("efficientnet_b0", 64), ("vgg11_bn", 32), ("mobilenet_v3_small", 64), ("nin_cifar", 32),
+       ("resnext50_32x4d", 64)]
+
+
+@pytest.mark.parametrize("name,size", ZOO)
+def test_fuse_zoo_models(name: str, size: int) -> None:
+    if name not in cnnzoo.list_models():
+        pytest.skip(f"{name} is not registered in the zoo")
+    torch.manual_seed(0)
+    model = _randomise_bn(cnnzoo.create_model(name, num_classes=10))
+    x = torch.randn(2, model.default_cfg["input_size"][0], size, size)
+    fused = _check(model, x)
+    assert fused.cnnzoo_name == name  # attributes and the input-size hook survive the fold
+    with pytest.raises(cnnzoo.InputSizeError):
+        fused(torch.randn(1, 2, size, size))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
+def test_fuse_torchvision_models(name: str) -> None:
+    """Any nn.Module: torchvision's Sequential conv/bn blocks and named conv1/bn1 pairs."""
+    torch.manual_seed(0)
+    model = _randomise_bn(getattr(torchvision.models, name)(num_classes=10))
+    fused = _check(model, torch.randn(2, 3, 64, 64))
+    if name == "resnet18":
+        assert ("conv1", "bn1") in fused.fused_pairs and ("layer2.0.downsample.0", "layer2.0.downsample.1") \
+            in fused.fused_pairs
+        assert isinstance(fused.layer1[0].bn2, nn.Identity) and fused.layer1[0].conv2.bias is not None
+
+
+def test_fuse_is_exact_in_float64() -> None:
+    model = _randomise_bn(torchvision.models.resnet18(num_classes=10)).double()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        diff = (model(x) - fuse(model)(x)).abs().max().item()
+    assert diff < 1e-10
+
+
+class _Untraceable(nn.Module):
+    """Data-dependent control flow (fx cannot trace it) and a conv output read twice (must not fold)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.head = nn.Sequential(nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4), nn.ReLU())
+        self.fc, self.bn_fc = nn.Linear(4, 5), nn.BatchNorm1d(5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        z = self.conv2(y)
+        out = self.bn2(z) + z
+        if out.sum() > -1e9:
+            out = self.head(out)
+        return self.bn_fc(self.fc(out.mean((2, 3))))
+
+
+def test_fuse_fallback_without_fx() -> None:
+    torch.manual_seed(0)
+    model = _randomise_bn(_Untraceable())
+    with torch.no_grad():
+        model.bn_fc.running_mean.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 3, 16, 16)
+    pairs = find_conv_bn_pairs(model, example_input=x)
+    assert sorted(pairs) == [("conv1", "bn1"), ("fc", "bn_fc"), ("head.0", "head.1")]  # not conv2/bn2
+    assert find_conv_bn_pairs(model) == [("head.0", "head.1")]  # no input: Sequential neighbours only
+    fused = fuse(model, example_input=x)
+    assert isinstance(fused.bn2, nn.BatchNorm2d) and isinstance(fused.bn1, nn.Identity)
+    with torch.no_grad():
+        assert (model(x) - fused(x)).abs().max().item() < 1e-5
+
+
+def test_fuse_leaves_batch_statistics_bn_alone() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU())
+    assert find_conv_bn_pairs(model) == []
+    fused = fuse(model)
+    assert isinstance(fused[1], nn.BatchNorm2d)
