@@ -1,0 +1,48 @@
+"""Zoo-wide contract, checked for every registered model (each family file tests its own details).
+
+- registered ``params`` equals the count of the built model at its defaults;
+- registered ``macs`` equals torch.utils.flop_counter's total / 2 at the default input size (meta device,
+  so B7 at 600x600 costs no compute);
+- the model runs at its ``min_size`` and the input check rejects ``min_size - 1`` with a one-line error.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import cnnzoo
+
+ALL = cnnzoo.list_models()
+
+
+def test_zoo_has_every_family():
+    families = {cnnzoo.model_info(n).family for n in ALL}
+    assert len(ALL) >= 45, ALL
+    for fam in ("lenet", "alexnet", "vgg", "nin", "googlenet", "resnet", "mobilenet_v1", "mobilenet_v2",
+                "mobilenet_v3", "efficientnet"):
+        assert fam in families, (fam, families)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_registered_params_and_macs(name):
+    info = cnnzoo.model_info(name)
+    with torch.device("meta"):
+        model = cnnzoo.create_model(name).eval()
+        assert sum(p.numel() for p in model.parameters()) == info.params
+        with FlopCounterMode(display=False) as fc:
+            model(torch.empty(1, *info.input_size))
+    assert fc.get_total_flops() == 2 * info.macs
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_runs_at_min_size_and_rejects_smaller(name):
+    info = cnnzoo.model_info(name)
+    model = cnnzoo.create_model(name, num_classes=5).eval()
+    c, s = info.in_chans, info.min_size
+    with torch.no_grad():
+        out = model(torch.randn(2, c, s, s))
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
+    with pytest.raises(cnnzoo.InputSizeError, match=f"minimum is {s}x{s}"):
+        model(torch.randn(1, c, s - 1, s - 1))
