@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from .errors import CnnzooError
+
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round a channel count to a multiple of ``divisor`` without going more than 10 % below ``v``.
@@ -43,6 +45,8 @@ def get_act(name: str | Callable[..., nn.Module] | None, inplace: bool = True) -
     """An activation module from a name (``"relu"``, ``"hardswish"``, ...) or a module class."""
     if name is None:
         return None
+    if isinstance(name, str) and name.lower() not in _ACTIVATIONS:
+        raise CnnzooError(f"unknown activation {name!r}: use one of {', '.join(sorted(_ACTIVATIONS))}")
     cls = _ACTIVATIONS[name.lower()] if isinstance(name, str) else name
     try:
         return cls(inplace=inplace)
@@ -124,11 +128,15 @@ def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
 
     Survivors are scaled by 1/(1-p) so the expected value is unchanged; identity at eval time.
     """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"drop probability must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return x
     keep = 1.0 - p
     mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
-    return x * mask.div_(keep)
+    if keep > 0.0:  # p == 1 drops every branch: nothing to rescale (and no division by zero)
+        mask.div_(keep)
+    return x * mask
 
 
 class StochasticDepth(nn.Module):
@@ -148,3 +156,58 @@ class StochasticDepth(nn.Module):
 
 
 DropPath = StochasticDepth
+
+
+class InvertedResidual(nn.Module):
+    """MBConv (MobileNetV3, EfficientNet): 1x1 expand -> kxk depthwise -> SE -> 1x1 linear projection.
+
+    The residual is added when the block keeps shape (stride 1, ``in == out``); stochastic depth, when
+    ``drop_path > 0``, drops only that residual branch. The projection has no activation: the "linear
+    bottleneck" of MobileNetV2. Keys follow torchvision (``block.0`` expand, ``block.1`` depthwise,
+    ``block.2`` SE, ``block.3`` project; the expand conv is left out when ``expanded == in``, which
+    shifts the indices down by one, as in torchvision).
+
+    ``se_channels=None`` leaves the SE out. MobileNetV3 passes ReLU + hard-sigmoid for the SE,
+    EfficientNet SiLU + sigmoid.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        expanded_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        act: str | Callable[..., nn.Module] = "relu",
+        se_channels: int | None = None,
+        se_act: str | Callable[..., nn.Module] = "relu",
+        se_gate: str | Callable[..., nn.Module] = "sigmoid",
+        norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        self.use_res_connect = stride == 1 and in_channels == out_channels
+        layers: list[nn.Module] = []
+        if expanded_channels != in_channels:
+            layers.append(Conv2dNormActivation(in_channels, expanded_channels, 1, act=act,
+                                               norm_layer=norm_layer))
+        layers.append(Conv2dNormActivation(expanded_channels, expanded_channels, kernel_size, stride,
+                                           groups=expanded_channels, act=act, norm_layer=norm_layer))
+        if se_channels is not None:
+            layers.append(SqueezeExcitation(expanded_channels, se_channels, act=se_act, gate=se_gate))
+        layers.append(Conv2dNormActivation(expanded_channels, out_channels, 1, act=None,
+                                           norm_layer=norm_layer))
+        self.block = nn.Sequential(*layers)
+        self.stochastic_depth = StochasticDepth(drop_path)
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.block(x)
+        if self.use_res_connect:
+            out = self.stochastic_depth(out) + x
+        return out
+
+
+MBConv = InvertedResidual  # the EfficientNet paper's name for the same block
