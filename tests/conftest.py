@@ -11,6 +11,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CNNZOO_DATA", ROOT.parent / "shared" / "data")).resolve()
 os.environ.setdefault("CNNZOO_DATA", str(DATA))
+os.environ.setdefault("CNNZOO_OFFLINE", "1")  # tests never download: a missing data set is an error
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
