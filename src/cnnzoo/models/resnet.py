@@ -277,6 +277,7 @@ class ResNet(nn.Module):
                 # ResNet-D (Bag of Tricks fig. 2c): average 2x2 windows instead of reading 1 pixel in 4.
                 # ceil_mode/count_include_pad as timm, so odd maps keep their last row; index 0 stays an
                 # Identity when the stage keeps its size, so the keys are timm's (downsample.1/.2).
+                # (Dilated stages: timm pools 2x2 at stride 1 with "same" padding; here there is no pool.)
                 pool = (nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) if stride != 1
                         else nn.Identity())
                 downsample = nn.Sequential(pool, conv1x1(self.inplanes, out), self._norm_layer(out))
