@@ -13,7 +13,9 @@ DATA = Path(os.environ.get("CNNZOO_DATA", ROOT.parent / "shared" / "data")).reso
 os.environ.setdefault("CNNZOO_DATA", str(DATA))
 os.environ.setdefault("CNNZOO_OFFLINE", "1")  # tests never download: a missing data set is an error
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# `make test` runs one pytest-xdist worker per core: one thread each, or the two workers' intra-op threads
+# fight over the 2 cores (float64 depthwise convs got 100x slower that way).
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="session")

@@ -74,7 +74,7 @@ def test_load_pretrained_refuses_code_execution(tmp_path):
 
     bad = tmp_path / "evil.pth"
     with open(bad, "wb") as f:
-        pickle.dump({"fc.weight": Evil()}, f)
+        pickle.dump({"fc.weight": Evil()}, f, protocol=2)
     with pytest.raises(CnnzooError, match="refused to load"):
         read_state_dict(bad)
     assert not marker.exists()

@@ -10,6 +10,7 @@ initialised, which is what fine-tuning on a new data set wants.
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -37,10 +38,13 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            culprit = re.search(r"Unsupported global: (\S+ \S+)", str(e))
+            if culprit is None:
+                raise CnnzooError(f"{path} is not a readable PyTorch checkpoint (corrupt or not a torch.save "
+                                  f"file); re-save it or use a .safetensors file") from e
             raise CnnzooError(
-                f"refused to load {path}: it contains objects other than tensors and loading it could run "
-                f"code ({first}); convert it to safetensors with the tool that wrote it") from e
+                f"refused to load {path}: it holds a pickled object ({culprit.group(1)}) that could run code "
+                f"when loaded; re-save only the state_dict or convert it to .safetensors") from e
         except (RuntimeError, EOFError, OSError, ValueError) as e:
             raise CnnzooError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
     for _ in range(2):  # {"state_dict": {...}} or {"model": {"state_dict": ...}}

@@ -21,7 +21,18 @@ from .errors import CnnzooError, InputSizeError, UnknownModelError
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What is known about a registered model, at its defaults (num_classes, in_chans, input size)."""
+    """What is known about a registered model, at its defaults (num_classes, in_chans, input size).
+
+    ``min_size`` convention: the larger of (a) the smallest square input at which the forward pass runs
+    and (b) the net's total stride (the product of all strides up to its last feature map). (a) alone would
+    admit inputs that reach the last stages only through padding and rounded-up pools (torchvision's
+    GoogLeNet runs at 15x15 although its stride is 32); (b) guarantees that the last feature map holds at
+    least one unit computed from real pixels. Examples: AlexNet 63 (a), VGG 32 (a = b), GoogLeNet 32 (b).
+    Inputs below ``min_size`` raise :class:`~cnnzoo.errors.InputSizeError` from the check that
+    ``create_model`` attaches. ``max_size`` is set only for nets that take one input size because their
+    classifier has a fixed input (LeNet-5: C5/F6); smaller inputs there are padded up to it (documented per
+    family), larger ones are refused.
+    """
 
     name: str
     family: str
@@ -107,11 +118,13 @@ def _ensure_loaded() -> None:
 def resolve_name(name: str) -> str:
     """Canonical name for ``name`` or an alias; unknown names raise with the nearest names suggested."""
     _ensure_loaded()
-    key = name.strip().lower().replace("-", "_")
-    if key in _REGISTRY:
-        return key
-    if key in _ALIASES:
-        return _ALIASES[key]
+    key = name.strip().lower()
+    for cand in (key, key.replace("-", "_"), key.replace("-", "")):  # "ResNet-50", "efficientnet-b0"
+        if cand in _REGISTRY:
+            return cand
+        if cand in _ALIASES:
+            return _ALIASES[cand]
+    key = key.replace("-", "_")
     known = sorted([*_REGISTRY, *_ALIASES])
     near = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(near)}? " if near else ""
