@@ -120,12 +120,21 @@ class Inception(nn.Module):
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
 
 
+@torch.fx.wrap  # a leaf for torch.fx: the size test below cannot be traced symbolically
+def aux_pool(x: Tensor, paper: bool) -> Tensor:
+    """The aux heads' pooling to 4x4: the paper's 5x5/3 average pool (maps of at least 5x5) followed by an
+    adaptive pool that is an identity at 224 and keeps the FC input at 2048 for other sizes."""
+    if paper and min(x.shape[-2:]) >= 5:
+        x = F.avg_pool2d(x, kernel_size=5, stride=3, ceil_mode=True)
+    return F.adaptive_avg_pool2d(x, (4, 4))
+
+
 class InceptionAux(nn.Module):
     """Auxiliary classifier: average pool to 4x4 -> 1x1 conv 128 -> FC 1024 + ReLU -> dropout -> FC.
 
     ``paper_pool=True``: the paper's 5x5/3 average pool (14x14 -> 4x4 at 224), then an adaptive pool to 4x4
     that is an identity at 224 and keeps the FC input at 2048 for other sizes; maps smaller than 5x5 (inputs
-    below ~80 px) skip the 5x5 pool. ``False``: torchvision's adaptive 4x4 pool only.
+    below ~80 px) skip the 5x5 pool (see :func:`aux_pool`). ``False``: torchvision's adaptive 4x4 pool.
     """
 
     def __init__(self, in_channels: int, num_classes: int, conv_block: type[nn.Module], dropout: float = 0.7,
@@ -138,10 +147,7 @@ class InceptionAux(nn.Module):
         self.dropout = nn.Dropout(p=dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.paper_pool and min(x.shape[-2:]) >= 5:
-            x = F.avg_pool2d(x, kernel_size=5, stride=3, ceil_mode=True)
-        x = F.adaptive_avg_pool2d(x, (4, 4))
-        x = torch.flatten(self.conv(x), 1)
+        x = torch.flatten(self.conv(aux_pool(x, self.paper_pool)), 1)
         x = F.relu(self.fc1(x), inplace=True)
         return self.fc2(self.dropout(x))
 
