@@ -1,0 +1,48 @@
+"""``cnnzoo eval CKPT [--dataset D] [--out DIR] [--format table|json]``: accuracy, loss, per-class figures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .. import fmt
+
+ORDER = 45
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a checkpoint: top-1/top-5, loss, per-class, confusion matrix",
+                       description="Evaluate a checkpoint (a run folder, its best/ or last/, or "
+                                   "model.safetensors).")
+    p.add_argument("checkpoint",
+                   help="run folder from `cnnzoo train` (best/ is used), a checkpoint folder or file")
+    p.add_argument("--dataset", "-d", default=None,
+                   help="default: the data set the checkpoint was trained on")
+    p.add_argument("--split", choices=["test", "train"], default="test")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", "-o", default=None, help="write eval.json and confusion.png here")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training import evaluate
+
+    r = evaluate(args.checkpoint, dataset=args.dataset, split=args.split, data_dir=args.data_dir,
+                 batch_size=max(1, args.batch_size), device=args.device, out=args.out)
+    if args.format == "json":
+        print(json.dumps(r, indent=1))
+        return 0
+    top5 = "-" if r["top5"] is None else f"{100 * r['top5']:.2f}%"
+    print(f"{r['model'] or 'model'} on {r['dataset']} ({r['split']}, {r['n']} images): "
+          f"top-1 {100 * r['top1']:.2f}%  top-5 {top5}  loss {r['loss']:.4f}  "
+          f"({r['images_per_s']:.0f} img/s)")
+    rows = [(c["class"], f"{100 * c['precision']:.1f}", f"{100 * c['recall']:.1f}", f"{100 * c['f1']:.1f}",
+             c["support"]) for c in r["per_class"]]
+    print()
+    print(fmt.table(rows, ["class", "precision%", "recall%", "f1%", "support"], align="lrrrr"))
+    if args.out:
+        print(f"\nwrote {args.out}/eval.json and {args.out}/confusion.png")
+    return 0

@@ -1,0 +1,115 @@
+"""``evaluate``: top-1/top-5, loss, per-class precision/recall and the confusion matrix of a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data import ImageSet, canonical_name, load_dataset
+from ..errors import CnnzooError
+from .checkpoint import find_checkpoint, load_checkpoint
+from .distributed import resolve_device
+from .engine import BatchPrep, _module_in_chans, evaluate_tensors
+
+
+def evaluate(
+    checkpoint_or_model: str | os.PathLike | nn.Module,
+    dataset: str | ImageSet | None = None,
+    split: str = "test",
+    data_dir: str | os.PathLike | None = None,
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+    img_size: int | None = None,
+    out: str | os.PathLike | None = None,
+) -> dict:
+    """Evaluate a checkpoint (run folder, ``best``/``last`` folder or ``model.safetensors``) or a model.
+
+    ``dataset`` defaults to the one the checkpoint was trained on; preprocessing (size, mean, std) comes
+    from the checkpoint. Returns a JSON-ready dict: ``top1``, ``top5`` (``None`` with 5 classes or fewer),
+    ``loss``, ``n``, ``classes``, ``per_class`` (precision, recall, f1, support), ``confusion`` (rows: true
+    class), ``images_per_s``. With ``out`` it also writes ``eval.json`` and ``confusion.png`` there.
+    """
+    dev = resolve_device(device)
+    if isinstance(checkpoint_or_model, nn.Module):
+        model = checkpoint_or_model.to(dev).eval()
+        meta = dict(getattr(model, "cnnzoo_meta", {}) or {})
+        source = type(model).__name__
+    else:
+        source = str(find_checkpoint(checkpoint_or_model))
+        model, meta = load_checkpoint(checkpoint_or_model, device=dev)
+    if dataset is None:
+        dataset = meta.get("dataset")
+        if not dataset:
+            raise CnnzooError(
+                "no data set given and the model does not say what it was trained on: pass --dataset")
+    if isinstance(dataset, ImageSet):
+        data = dataset
+    else:
+        name = canonical_name(dataset)
+        size = img_size or meta.get("img_size")
+        data = load_dataset(name, split, data_dir, img_size=size if name.startswith("folder:") else None)
+    num_classes = int(meta.get("num_classes") or data.num_classes)
+    if num_classes != data.num_classes:
+        raise CnnzooError(f"the model predicts {num_classes} classes but {data.name} has {data.num_classes}: "
+                          f"evaluate it on the data set it was trained for ({meta.get('dataset', '?')})")
+    in_chans = int(meta.get("in_chans") or _module_in_chans(model) or data.in_chans)
+    size = int(img_size or meta.get("img_size") or data.img_size)
+    mean = tuple(meta.get("mean") or data.mean)
+    std = tuple(meta.get("std") or data.std)
+    if data.in_chans == 3 and len(mean) == 1:
+        mean, std = mean * 3, std * 3
+    prep = BatchPrep(data, size, in_chans, dev, pad=0, hflip=False, channels_last=False, mean=mean, std=std)
+    x, y = data.images.to(dev), data.labels.to(dev)
+    t = time.perf_counter()
+    r = evaluate_tensors(model, x, y, prep, batch_size, num_classes, confusion=True)
+    dt = time.perf_counter() - t
+    cm = r["confusion"].cpu()
+    n = int(r["n"].item())
+    tp = cm.diag().double()
+    predicted, actual = cm.sum(0).double(), cm.sum(1).double()
+    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))
+    recall = torch.where(actual > 0, tp / actual.clamp_min(1), torch.zeros_like(tp))
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12),
+                     torch.zeros_like(tp))
+    classes = list(meta.get("classes") or data.classes)
+    result = {
+        "checkpoint": source, "model": meta.get("model"), "dataset": data.name, "split": data.split, "n": n,
+        "top1": int(r["top1"].item()) / max(n, 1),
+        "top5": int(r["top5"].item()) / max(n, 1) if num_classes > 5 else None,
+        "loss": float(r["loss"].item()) / max(n, 1),
+        "classes": classes,
+        "per_class": [{"class": c, "precision": round(float(p), 6), "recall": round(float(rc), 6),
+                       "f1": round(float(f), 6), "support": int(s)}
+                      for c, p, rc, f, s in zip(classes, precision, recall, f1, actual, strict=True)],
+        "confusion": cm.tolist(),
+        "images_per_s": round(n / max(dt, 1e-9), 1),
+        "img_size": size, "device": str(dev), "skipped_images": len(data.skipped),
+    }
+    if out is not None:
+        write_eval_outputs(result, out)
+    return result
+
+
+def write_eval_outputs(result: dict, out: str | os.PathLike) -> dict[str, Path]:
+    """``eval.json`` and ``confusion.png`` for an :func:`evaluate` result; returns their paths."""
+    from .plots import plot_confusion
+
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CnnzooError(
+            f"cannot create output directory {str(out)!r} ({e.strerror or e}): pass a writable --out") from e
+    js = out / "eval.json"
+    tmp = out / f".tmp-{os.getpid()}-eval.json"
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, js)
+    title = (f"{result.get('model') or 'model'} on {result['dataset']} {result['split']}: "
+             f"top-1 {100 * result['top1']:.2f}%")
+    png = plot_confusion(result["confusion"], result["classes"], out / "confusion.png", title=title)
+    return {"json": js, "png": png}
