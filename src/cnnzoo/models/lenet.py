@@ -17,6 +17,11 @@ not the paper's -0.1 background; the difference does not matter for training.)
 
 Departure shared by both: the output layer is a linear classifier, not the paper's Euclidean RBF units with
 fixed hand-designed 7x12 codes; it lets ``num_classes`` vary and trains with cross-entropy.
+
+The sparse C3 keeps exactly the paper's 1,516 parameters but runs as one dense convolution with zeros where
+Table I has no connection (grouped convolutions over gathered maps are ~10x slower on CPUs), so the
+registered MACs (416,520, as counted by torch's FLOP counter) are those of a dense C3; the sparse
+connections alone would need 326,520.
 """
 
 from __future__ import annotations
