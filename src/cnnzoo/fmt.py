@@ -23,8 +23,11 @@ def table(rows: Sequence[Sequence[object]], headers: Sequence[str], align: str |
     if align is None:
         align = "".join(
             "r" if rows and all(_is_number(r[i]) for r in rows) else "l" for i in range(len(headers)))
+
     def fmt(r: list[str]) -> str:
-        return "  ".join(c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(r, widths, align)).rstrip()
+        cols = zip(r, widths, align, strict=True)
+        return "  ".join(c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in cols).rstrip()
+
     out = [fmt(cells[0]), "  ".join("-" * w for w in widths)]
     out += [fmt(r) for r in cells[1:]]
     return "\n".join(out)
