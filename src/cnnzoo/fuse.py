@@ -28,6 +28,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
+from ._callable import make_module_callable as _make_callable
+
 __all__ = ["fuse", "find_conv_bn_pairs"]
 
 Pair = tuple[str, str]  # (qualified name of the conv/linear, qualified name of the BatchNorm it feeds)
@@ -211,3 +213,6 @@ def fuse(model: nn.Module, inplace: bool = False, example_input: Tensor | None =
     except (AttributeError, TypeError):  # a module that forbids new attributes: the fold still happened
         warnings.warn("could not record fused_pairs on the model", stacklevel=2)
     return out
+
+# `cnnzoo.fuse(...)` also works after `import cnnzoo.fuse` (see cnnzoo._callable)
+_make_callable(__name__, "fuse")

@@ -1,0 +1,188 @@
+"""``export``: a trained checkpoint as ONNX (checked with onnxruntime) or TorchScript, BatchNorm folded.
+
+The exported graph takes the *normalised* image batch ``(N, C, S, S)`` (N free, C and S the checkpoint's)
+and returns logits; the preprocessing (size, mean, std, class names) is stored next to the weights: in the
+ONNX file's ``metadata_props`` (key ``cnnzoo``) and in the TorchScript archive's extra file ``cnnzoo.json``.
+Every export is verified: the saved file is loaded back and run on a batch of a *different* size than
+the one traced (which proves the dynamic batch), and its output is compared with the original PyTorch
+model's; the largest absolute difference is reported and must be below ``tol``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ._callable import make_module_callable as _make_callable
+from .errors import CnnzooError
+
+FORMATS = ("onnx", "torchscript")
+MIN_OPSET = 17
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    max_abs_diff: float  # exported vs. the original (unfused) PyTorch model, on the verification batch
+    fused_pairs: int  # BatchNorms folded into convolutions
+    input_shape: tuple[int, int, int]  # (C, H, W); the batch dimension is dynamic
+    opset: int | None = None
+
+    def __str__(self) -> str:
+        c, h, w = self.input_shape
+        extra = f", opset {self.opset}" if self.opset else ""
+        return (f"wrote {self.path} ({self.format}{extra}, input N x {c} x {h} x {w}, {self.fused_pairs} "
+                f"BatchNorms folded); max abs diff vs PyTorch {self.max_abs_diff:.2e}")
+
+
+def _strip_input_checks(net: nn.Module) -> None:
+    """Drop cnnzoo's input-size pre-hooks: plain Python that a tracer would freeze (TracerWarning); the
+    exported graph fixes C, H and W anyway."""
+    from .registry import InputCheck
+
+    for m in net.modules():
+        for key, hook in list(m._forward_pre_hooks.items()):
+            if isinstance(hook, InputCheck):
+                del m._forward_pre_hooks[key]
+
+
+def _logits(out) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple | list) else out
+
+
+def prepare(model: nn.Module, fuse_bn: bool = True) -> nn.Module:
+    """An eval-mode copy ready for tracing: BatchNorm folded (``cnnzoo.fuse``), input hooks removed."""
+    import copy
+
+    from .fuse import fuse
+
+    net = fuse(model) if fuse_bn else copy.deepcopy(model).eval()
+    _strip_input_checks(net)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def _public_meta(meta: dict) -> dict:
+    keys = ("model", "num_classes", "in_chans", "img_size", "mean", "std", "classes", "dataset", "resize")
+    return {k: meta.get(k) for k in keys}
+
+
+def _export_onnx(net: nn.Module, x: torch.Tensor, path: Path, opset: int, meta: dict) -> None:
+    import onnx
+
+    with warnings.catch_warnings():
+        # the TorchScript-based exporter: no onnxscript needed, dynamic axes by name (deprecated upstream
+        # in favour of the torch.export-based one, which needs the onnxscript package)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding")  # strided slices (ResNet option A)
+        torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=opset, input_names=["input"],
+                          output_names=["logits"], do_constant_folding=True,
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "cnnzoo", json.dumps(_public_meta(meta))
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def _run_onnx(path: Path, x: torch.Tensor) -> torch.Tensor:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, torch.get_num_threads())
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    (y,) = sess.run(["logits"], {"input": x.cpu().numpy()})
+    return torch.from_numpy(y)
+
+
+def _export_torchscript(net: nn.Module, x: torch.Tensor, path: Path, meta: dict) -> None:
+    # torch marks torch.jit deprecated (FutureWarning) in favour of torch.export, but TorchScript files are
+    # still what C++/mobile runtimes load; the warning is silenced here, not for the user's own code
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        ts = torch.jit.trace(net, (x,))
+        torch.jit.save(ts, str(path), _extra_files={"cnnzoo.json": json.dumps(_public_meta(meta))})
+
+
+def _run_torchscript(path: Path, x: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return _logits(torch.jit.load(str(path))(x))
+
+
+def export(
+    checkpoint: str | os.PathLike,
+    format: str = "onnx",
+    out: str | os.PathLike | None = None,
+    opset: int = MIN_OPSET,
+    fuse_bn: bool = True,
+    tol: float = 1e-4,
+    seed: int = 0,
+) -> ExportResult:
+    """Export a checkpoint (run folder, ``best``/``last`` folder or ``model.safetensors``) to ONNX or
+    TorchScript, with BatchNorm folded into the convolutions, and verify the file against PyTorch.
+
+    ``out`` defaults to ``<run folder>/<model>.onnx`` (``.pt`` for TorchScript). Raises
+    :class:`CnnzooError` when the exported model's output differs from PyTorch's by ``tol`` or more.
+    """
+    from .training import find_checkpoint, load_checkpoint
+
+    fmt_ = format.lower().replace("-", "")
+    if fmt_ in ("ts", "jit"):
+        fmt_ = "torchscript"
+    if fmt_ not in FORMATS:
+        raise CnnzooError(f"unknown export format {format!r}: use onnx or torchscript")
+    if fmt_ == "onnx" and opset < MIN_OPSET:
+        raise CnnzooError(f"ONNX opset {opset} is too old: use --opset {MIN_OPSET} or newer")
+    model, meta = load_checkpoint(checkpoint, device="cpu")
+    if out is None:
+        run_dir = find_checkpoint(checkpoint).parent
+        out = run_dir / f"{meta.get('model') or 'model'}.{'onnx' if fmt_ == 'onnx' else 'pt'}"
+    path = Path(out).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CnnzooError(f"cannot create {str(path.parent)!r} ({e.strerror or e}): pass a writable --out") \
+            from e
+
+    c, s = int(meta["in_chans"]), int(meta["img_size"])
+    g = torch.Generator().manual_seed(seed)
+    x_trace = torch.randn(2, c, s, s, generator=g)
+    x_check = torch.randn(3, c, s, s, generator=g)  # another batch size: the batch dimension must be dynamic
+    net = prepare(model, fuse_bn)
+    n_fused = len(getattr(net, "fused_pairs", []))
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        with torch.no_grad():
+            if fmt_ == "onnx":
+                _export_onnx(net, x_trace, tmp, opset, meta)
+                y = _run_onnx(tmp, x_check)
+            else:
+                _export_torchscript(net, x_trace, tmp, meta)
+                y = _run_torchscript(tmp, x_check)
+            ref = _logits(model.eval()(x_check))
+        os.replace(tmp, path)
+    except OSError as e:
+        raise CnnzooError(f"cannot write {str(path)!r} ({e.strerror or e}): pass a writable --out") from e
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    diff = (y.float() - ref.float()).abs().max().item()
+    if not diff < tol:
+        raise CnnzooError(f"the exported {fmt_} model differs from PyTorch by {diff:.2e} (>= {tol:g}); "
+                          f"try --no-fuse, or report it as a bug")
+    return ExportResult(path=path, format=fmt_, max_abs_diff=diff, fused_pairs=n_fused, input_shape=(c, s, s),
+                        opset=opset if fmt_ == "onnx" else None)
+
+# `cnnzoo.export(...)` also works after `import cnnzoo.export` (see cnnzoo._callable)
+_make_callable(__name__, "export")

@@ -1,0 +1,159 @@
+"""``predict``: class names and probabilities for image files, from a checkpoint alone.
+
+A checkpoint written by ``cnnzoo train`` carries everything needed (model name, class names, the
+training preprocessing: data size and channels, model input size, mean, std), so nothing else is asked.
+Each file goes through the same steps as a held-out image in training: decoded and resized to the data
+set's stored size by :func:`cnnzoo.data.images.decode_file` (shorter side + centre crop), channels
+matched (grey <-> RGB), then the engine's :class:`~cnnzoo.training.engine.BatchPrep` normalises and
+resizes the batch to the model's input. Unreadable files are skipped with a one-line warning each.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._callable import make_module_callable as _make_callable
+from .errors import CnnzooError
+
+
+@dataclass
+class Prediction:
+    """One image's result: ``label`` is the top class, ``topk`` the ``k`` best ``(class, probability)``."""
+
+    path: str
+    id: str  # file stem: the Kaggle submission id
+    label: str
+    prob: float
+    topk: list[tuple[str, float]]
+
+
+@dataclass
+class PredictResult:
+    predictions: list[Prediction]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    classes: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def write_csv(self, path: str | os.PathLike) -> Path:
+        """A Kaggle-style ``id,label`` file, rows sorted by id (the file stem)."""
+        return write_submission(self.predictions, path)
+
+
+def collect_images(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Files named directly (any extension; the decoder decides) and image files found under folders
+    (recursively, by extension, sorted). A path that does not exist is an error."""
+    from .data.images import is_image_name
+
+    if isinstance(inputs, str | os.PathLike):
+        inputs = [inputs]
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and is_image_name(f.name))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise CnnzooError(f"{str(p)!r} does not exist: give image files or folders of images")
+    return list(dict.fromkeys(files))
+
+
+def _stderr_warn(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def predict(
+    checkpoint: str | os.PathLike,
+    images: str | os.PathLike | Iterable[str | os.PathLike],
+    topk: int = 5,
+    batch_size: int = 64,
+    device: str | None = None,
+    warn: Callable[[str], None] | None = _stderr_warn,
+) -> PredictResult:
+    """Classify image files (or folders of them) with a trained checkpoint.
+
+    ``checkpoint`` is a run folder (its ``best`` is used), a ``best``/``last`` folder or a
+    ``model.safetensors`` written by ``cnnzoo train``. Unreadable images are skipped: listed in
+    ``result.skipped`` and reported through ``warn`` (default: one line each on stderr). Raises
+    :class:`CnnzooError` when no image at all could be read.
+    """
+    from .data import ImageSet
+    from .data.images import decode_files, match_channels
+    from .training import load_checkpoint
+    from .training.distributed import resolve_device
+    from .training.engine import BatchPrep
+
+    if topk < 1:
+        raise CnnzooError(f"--topk must be >= 1 (got {topk})")
+    files = collect_images(images)
+    if not files:
+        raise CnnzooError("no image files found: give image files or folders holding .png/.jpg/... files")
+    dev = resolve_device(device)
+    model, meta = load_checkpoint(checkpoint, device=dev)
+    classes = [str(c) for c in (meta.get("classes") or range(int(meta["num_classes"])))]
+    size, in_chans = int(meta["img_size"]), int(meta["in_chans"])
+    # the data set's stored size and channels: files are read as training read its data, then resized
+    data_size = int(meta.get("data_img_size") or size)
+    data_chans = int(meta.get("data_in_chans") or in_chans)
+    mean, std = tuple(meta["mean"]), tuple(meta["std"])
+
+    decoded = decode_files([str(f) for f in files], data_size, progress=False)
+    skipped: list[tuple[str, str]] = []
+    good: list[tuple[Path, np.ndarray]] = []
+    for f, (arr, _, why) in zip(files, decoded, strict=True):
+        if arr is None:
+            skipped.append((str(f), why))
+            if warn is not None:
+                warn(f"warning: skipped {f}: {why}")
+        else:
+            good.append((f, match_channels(arr, data_chans)))
+    if not good:
+        raise CnnzooError(f"none of the {len(files)} file(s) is a readable image (first: {skipped[0][0]}: "
+                          f"{skipped[0][1]})")
+
+    k = min(topk, len(classes))
+    preds: list[Prediction] = []
+    with torch.inference_mode():
+        for i in range(0, len(good), batch_size):
+            chunk = good[i:i + batch_size]
+            x = torch.from_numpy(np.stack([a for _, a in chunk]))
+            batch = ImageSet(images=x, labels=torch.zeros(len(chunk), dtype=torch.long), classes=classes,
+                             mean=mean, std=std, name="predict", split="predict")
+            prep = BatchPrep(batch, size, in_chans, dev, pad=0, hflip=False, channels_last=False, mean=mean,
+                             std=std)
+            out = model(prep(x.to(dev)))
+            logits = out[0] if isinstance(out, tuple | list) else out
+            p, idx = logits.float().softmax(dim=1).topk(k, dim=1)
+            for (f, _), pr, ix in zip(chunk, p.cpu().tolist(), idx.cpu().tolist(), strict=True):
+                top = [(classes[j], float(q)) for j, q in zip(ix, pr, strict=True)]
+                preds.append(Prediction(path=str(f), id=f.stem, label=top[0][0], prob=top[0][1], topk=top))
+    return PredictResult(predictions=preds, skipped=skipped, classes=classes, meta=meta)
+
+
+def write_submission(predictions: Iterable[Prediction], path: str | os.PathLike) -> Path:
+    """``id,label`` rows sorted by id, written atomically (temp file + rename)."""
+    path = Path(path).expanduser()
+    rows = sorted(((p.id, p.label) for p in predictions), key=lambda r: r[0])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "label"])
+            w.writerows(rows)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise CnnzooError(f"cannot write {str(path)!r} ({e.strerror or e}): pass a writable --csv path") \
+            from e
+    return path
+
+# `cnnzoo.predict(...)` also works after `import cnnzoo.predict` (see cnnzoo._callable)
+_make_callable(__name__, "predict")

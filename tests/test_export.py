@@ -1,0 +1,108 @@
+"""``cnnzoo export``: ONNX (opset >= 17, dynamic batch, BatchNorm folded) equals PyTorch within 1e-4 in
+onnxruntime; TorchScript equals PyTorch; the checkpoint's preprocessing travels in the file."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+import cnnzoo
+from cnnzoo.cli import main
+from cnnzoo.export import export
+from cnnzoo.training import load_checkpoint
+from cnnzoo.training.engine import BatchPrep
+
+
+def _train(name: str, size: int, tmp_path_factory: pytest.TempPathFactory):
+    """A few real training steps on digits, so BatchNorm statistics are not the initial ones."""
+    out = tmp_path_factory.mktemp("export") / name
+    cnnzoo.train(model=name, dataset="digits", epochs=1, max_steps=3, batch_size=16, test_subset=64,
+                 img_size=size, out=out, progress=False, verbose=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory):
+    return _train("resnet20_cifar", 16, tmp_path_factory)  # residual additions, option-A shortcuts
+
+
+@pytest.fixture(scope="module")
+def googlenet_ckpt(tmp_path_factory: pytest.TempPathFactory):
+    return _train("googlenet", 32, tmp_path_factory)  # Inception concatenations, auxiliary heads unused
+
+
+def _digits_batch(meta: dict, n: int = 7) -> torch.Tensor:
+    data = cnnzoo.load_dataset("digits", "test")
+    prep = BatchPrep(data, meta["img_size"], meta["in_chans"], torch.device("cpu"), pad=0, hflip=False,
+                     channels_last=False, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
+    return prep(data.images[:n])
+
+
+def _bn_in_eval(model: nn.Module, x: torch.Tensor) -> int:
+    """BatchNorms that run in eval mode (GoogLeNet's auxiliary heads only run in training)."""
+    used: set[int] = set()
+    hooks = [m.register_forward_hook(lambda m, a, o: used.add(id(m))) for m in model.modules()
+             if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return len(used)
+
+
+@pytest.mark.parametrize("which", ["ckpt", "googlenet_ckpt"])
+def test_onnx_round_trip(which: str, request, tmp_path) -> None:
+    ckpt = request.getfixturevalue(which)
+    res = export(ckpt, format="onnx", out=tmp_path / "m.onnx")
+    model, meta = load_checkpoint(ckpt)
+    x = _digits_batch(meta)  # real images, batch 7 (traced with 2): the batch dimension is dynamic
+    assert res.fused_pairs == _bn_in_eval(model, x) > 0 and res.max_abs_diff < 1e-4
+    proto = onnx.load(str(res.path))
+    onnx.checker.check_model(proto)
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [1, meta["img_size"],
+                                                                                meta["img_size"]]
+    assert not [n for n in proto.graph.node if n.op_type == "BatchNormalization"]  # folded into the convs
+    info = json.loads({p.key: p.value for p in proto.metadata_props}["cnnzoo"])
+    assert info["classes"] == [str(i) for i in range(10)] and info["mean"] == meta["mean"]
+    sess = ort.InferenceSession(str(res.path), providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        ref = model(x)
+    diff = (torch.from_numpy(y) - ref).abs().max().item()
+    assert diff < 1e-4, diff
+    assert torch.equal(torch.from_numpy(y).argmax(1), ref.argmax(1))
+
+
+def test_torchscript_round_trip(ckpt, tmp_path) -> None:
+    model, meta = load_checkpoint(ckpt)
+    x = _digits_batch(meta, n=5)
+    with torch.no_grad():
+        ref = model(x)
+    for fuse_bn, tol in ((True, 1e-4), (False, 1e-6)):
+        res = export(ckpt, format="torchscript", out=tmp_path / f"m{fuse_bn}.pt", fuse_bn=fuse_bn)
+        extra = {"cnnzoo.json": ""}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is marked deprecated upstream
+            ts = torch.jit.load(str(res.path), _extra_files=extra)
+            with torch.no_grad():
+                y = ts(x)
+        assert (y - ref).abs().max().item() < tol
+        assert json.loads(extra["cnnzoo.json"])["img_size"] == meta["img_size"]
+        assert (res.fused_pairs > 0) == fuse_bn
+
+
+def test_cli_export(ckpt, tmp_path, capsys) -> None:
+    out = tmp_path / "cli.onnx"
+    assert main(["export", str(ckpt), "--format", "onnx", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert out.is_file() and "max abs diff vs PyTorch" in printed and "opset 17" in printed
+    assert main(["export", str(ckpt), "--opset", "13", "--out", str(out)]) == 2
+    assert main(["export", str(tmp_path / "no-such-run"), "--out", str(out)]) == 2
