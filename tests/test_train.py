@@ -246,3 +246,11 @@ def test_checkpoint_swap_and_fallbacks(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(CnnzooError, match="not a readable safetensors"):
         read_meta(tmp_path / "junk.safetensors")
+
+
+def test_tensor_data_set_is_resized_per_batch_to_the_model_size(tmp_path):
+    r = train("lenet5_relu", "mnist", img_size=32, epochs=1, batch_size=64, train_subset=256, test_subset=256,
+              out=tmp_path / "r32", **QUIET)
+    meta = read_meta(tmp_path / "r32")
+    assert (r.img_size, meta["img_size"], meta["data_img_size"], meta["data_in_chans"]) == (32, 32, 28, 1)
+    assert r.steps == 4 and r.extra["train_images"] == 256

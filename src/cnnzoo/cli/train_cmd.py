@@ -52,6 +52,10 @@ def add_training_args(p: argparse.ArgumentParser, model_required: bool = True) -
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--img-size", type=_positive_int, default=None,
                    help="train at this size (default: the data's, raised to the model's minimum)")
+    p.add_argument("--pad", type=int, default=None, metavar="PIXELS",
+                   help="random-crop padding (0: no crops; default: the recipe's, else img_size // 8)")
+    p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
+                   help="random horizontal flips (default: where they keep the label, not for digits)")
     p.add_argument("--pretrained", default=None, metavar="PATH",
                    help="start from a torchvision/timm/cnnzoo weights file (.safetensors/.pth), new head")
     p.add_argument("--freeze-backbone", action="store_true", default=None,
@@ -93,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         out=args.out, resume=args.resume, overwrite=args.overwrite, time_budget_s=args.time_budget,
         max_steps=args.max_steps,
         data_dir=args.data_dir, device=args.device, progress=args.progress and args.format == "text",
-        verbose=args.format == "text", amp=args.amp, sync_bn=args.sync_bn, train_subset=args.train_subset)
+        verbose=args.format == "text", amp=args.amp, sync_bn=args.sync_bn, train_subset=args.train_subset,
+        pad=args.pad, hflip=args.hflip)
     if args.format == "json":
         import os
 

@@ -12,6 +12,7 @@ Layout under the data root (``--data-dir`` > ``$CNNZOO_DATA`` > ``~/.cache/cnnzo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -214,6 +215,20 @@ def _find_idx(folder_candidates: list[Path], stem: str) -> Path | None:
     return None
 
 
+def _read_idx_cached(path: Path) -> np.ndarray:
+    """``read_idx`` with a small in-process cache (the gunzip costs a second; test suites and ``compare``
+    load the same files many times). A changed file (size or mtime) is read again; callers get a copy."""
+    st = path.stat()
+    return _read_idx_key(str(path), st.st_size, st.st_mtime_ns).copy()
+
+
+@functools.lru_cache(maxsize=4)
+def _read_idx_key(path: str, size: int, mtime_ns: int) -> np.ndarray:
+    arr = read_idx(path)
+    arr.setflags(write=False)
+    return arr
+
+
 def _load_mnist_like(key: str, split: str, root: Path, download: bool) -> ImageSet:
     folders = [root / key, root / {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}[key] / "raw"]
     prefix = "train" if split == "train" else "t10k"
@@ -228,7 +243,7 @@ def _load_mnist_like(key: str, split: str, root: Path, download: bool) -> ImageS
             raise CnnzooError(
                 f"{key} not found: put {', '.join(files)} (from {base}) into {root / key}/, or point "
                 f"--data-dir / $CNNZOO_DATA at a folder that has {key}/")
-    images, labels = read_idx(paths[0]), read_idx(paths[1])
+    images, labels = _read_idx_cached(paths[0]), _read_idx_cached(paths[1])
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0] or images.dtype != np.uint8:
         raise CnnzooError(
             f"{paths[0]} and {paths[1]} do not hold matching uint8 images and labels; re-download them")

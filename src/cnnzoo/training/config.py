@@ -54,9 +54,9 @@ class TrainConfig:
 # Recipes (what the defaults are tuned for): SGD + Nesterov, cosine with a warm-up epoch, label smoothing,
 # weight decay 5e-4 on weights only. Measured figures are in BENCHMARKS.md.
 RECIPES: dict[str, dict] = {
-    "digits": dict(epochs=20, batch_size=64, lr=0.05, pad=2, label_smoothing=0.0),
-    "mnist": dict(epochs=10, batch_size=128, lr=0.05, pad=2, label_smoothing=0.1),
-    "fashion-mnist": dict(epochs=20, batch_size=128, lr=0.05, pad=2, label_smoothing=0.1),
+    "digits": dict(epochs=20, batch_size=64, lr=0.1, pad=2, label_smoothing=0.0),
+    "mnist": dict(epochs=12, batch_size=128, lr=0.1, pad=2, label_smoothing=0.1),
+    "fashion-mnist": dict(epochs=30, batch_size=128, lr=0.1, pad=2, label_smoothing=0.1),
     "cifar10": dict(epochs=30, batch_size=128, lr=0.1, pad=4, label_smoothing=0.1),
     "cifar100": dict(epochs=40, batch_size=128, lr=0.1, pad=4, label_smoothing=0.1),
     # own images: often few, often photos; AdamW is the forgiving choice (lower LR when fine-tuning)
@@ -98,6 +98,8 @@ def build_config(explicit: dict) -> TrainConfig:
             raise CnnzooError(f"{name.replace('_', '-')} must be a finite number >= 0 (got {v})")
     if cfg.label_smoothing >= 1:
         raise CnnzooError(f"label-smoothing must be below 1 (got {cfg.label_smoothing})")
+    if cfg.pad is not None and int(cfg.pad) < 0:
+        raise CnnzooError(f"pad must be >= 0 (got {cfg.pad})")
     if cfg.img_size is not None and int(cfg.img_size) < 1:
         raise CnnzooError(f"img-size must be >= 1 (got {cfg.img_size})")
     return cfg

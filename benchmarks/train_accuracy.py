@@ -1,0 +1,134 @@
+"""Training-accuracy benchmark: the BENCHMARKS.md table (not a test; long runs).
+
+Each row is one ``cnnzoo train`` command, run as its own process so the command in the table is exactly
+what was measured. Wall time is the whole command (start-up, data loading, training, evaluation,
+checkpoints). Runs are resumable: re-running a row continues its run folder (``--resume``), so a row
+longer than a sitting can be finished in pieces; the wall time then adds the pieces up.
+
+    python benchmarks/train_accuracy.py                      # every row
+    python benchmarks/train_accuracy.py --rows lenet5-mnist  # one row
+    python benchmarks/train_accuracy.py --list
+
+Results go to ``OUT/results.json`` (one entry per row) and a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# name -> (target top-1 %, cnnzoo train arguments). Targets are the issue's; never lowered.
+ROWS: dict[str, tuple[float, list[str]]] = {
+    "lenet5-mnist": (99.0, ["--model", "lenet5", "--dataset", "mnist", "--epochs", "12", "--lr", "0.1"]),
+    "lenet5-fashion-mnist": (91.0, ["--model", "lenet5", "--dataset", "fashion-mnist", "--epochs", "30",
+                                    "--lr", "0.1"]),
+    "resnet20-fashion-mnist": (94.0, ["--model", "resnet20_cifar", "--dataset", "fashion-mnist",
+                                      "--epochs", "30", "--lr", "0.1"]),
+    "resnet20-cifar10": (90.0, ["--model", "resnet20_cifar", "--dataset", "cifar10", "--epochs", "40",
+                                "--lr", "0.1"]),
+}
+
+
+def run_row(name: str, out: Path, threads: int | None, force: bool = False) -> dict:
+    target, args = ROWS[name]
+    run_dir = out / name
+    cmd = [sys.executable, "-m", "cnnzoo", "train", *args, "--out", str(run_dir),
+           "--overwrite" if force else "--resume", "--no-progress", "--format", "json"]
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    prev = _load(out).get(name, {})
+    earlier_s = float(prev.get("wall_s_total", 0.0)) if prev.get("status") == "partial" else 0.0
+    t = time.perf_counter()
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    entry = {"row": name, "target": target, "command": "cnnzoo train " + " ".join(args),
+             "wall_s": round(wall, 1), "wall_s_total": round(earlier_s + wall, 1), "threads": threads,
+             "cpu": _cpu(), "finished": time.strftime("%Y-%m-%d %H:%M")}
+    if p.returncode != 0:
+        entry.update(status="partial" if (run_dir / "last").exists() else "failed",
+                     error=(p.stderr.strip().splitlines() or ["?"])[-1])
+    else:
+        r = json.loads(p.stdout)
+        entry.update(status="done", best_acc=round(100 * r["best_acc"], 2),
+                     final_acc=round(100 * r["final_acc"], 2), best_epoch=r["best_epoch"],
+                     epochs=r["epochs_run"], train_time_s=r["train_time_s"],
+                     train_images_per_s=r["train_images_per_s"], params=r["params"],
+                     reached=100 * r["final_acc"] >= target)
+    data = _load(out)
+    data[name] = entry
+    (out / "results.json").write_text(json.dumps(data, indent=1))
+    return entry
+
+
+def _load(out: Path) -> dict:
+    f = out / "results.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores"
+
+
+def markdown(data: dict) -> str:
+    lines = ["| row | command | target | final top-1 | best top-1 (epoch) | wall time | train img/s |",
+             "|---|---|---|---|---|---|---|"]
+    for name in ROWS:
+        e = data.get(name)
+        if not e:
+            lines.append(f"| {name} | `cnnzoo train {' '.join(ROWS[name][1])}` | >= {ROWS[name][0]}% | "
+                         "not run | | | |")
+            continue
+        if e["status"] != "done":
+            lines.append(f"| {name} | `{e['command']}` | >= {e['target']}% | {e['status']}: "
+                         f"{e.get('error', '')} | | {e['wall_s_total'] / 60:.1f} min | |")
+            continue
+        mark = "" if e["reached"] else " (below target)"
+        lines.append(f"| {name} | `{e['command']}` | >= {e['target']}% | **{e['final_acc']:.2f}%**{mark} | "
+                     f"{e['best_acc']:.2f}% ({e['best_epoch']}) | {e['wall_s_total'] / 60:.1f} min | "
+                     f"{e['train_images_per_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated row names")
+    ap.add_argument("--out", default="runs/bench-train", help="run folders and results.json")
+    ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the runs")
+    ap.add_argument("--force", action="store_true", help="run finished rows again from scratch")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--table", action="store_true", help="print the table of stored results and exit")
+    a = ap.parse_args()
+    out = Path(a.out)
+    if a.list:
+        for k, (target, args) in ROWS.items():
+            print(f"{k:24s} >= {target}%  cnnzoo train {' '.join(args)}")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    if not a.table:
+        for name in [r.strip() for r in a.rows.split(",") if r.strip()]:
+            if name not in ROWS:
+                print(f"unknown row {name!r}; --list shows them", file=sys.stderr)
+                return 2
+            if _load(out).get(name, {}).get("status") == "done" and not a.force:
+                print(f"{name}: done already (--force runs it again)", flush=True)
+                continue
+            e = run_row(name, out, a.threads, a.force)
+            print(json.dumps(e), flush=True)
+    print(markdown(_load(out)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
