@@ -136,6 +136,11 @@ def find_checkpoint(path: str | os.PathLike, prefer: str = "best") -> Path:
                 return p / name
         raise CnnzooError(f"{p} holds no checkpoint (no best/ or last/ with {WEIGHTS}): give a run folder "
                           f"written by `cnnzoo train` or a model.safetensors file")
+    if p.is_file():  # an existing file of another kind: say so rather than "not found"
+        what = "a plain PyTorch file without cnnzoo metadata" if p.suffix in (".pth", ".pt", ".bin", ".ckpt") \
+            else "not a cnnzoo checkpoint"
+        raise CnnzooError(f"{p} is {what}: give a run folder written by `cnnzoo train`, its best/ or last/, "
+                          f"or its model.safetensors (plain weights go to train --pretrained)")
     if p.with_name(p.name + ".old").is_dir():  # DIR/last was being swapped when the run was killed
         return find_checkpoint(p.with_name(p.name + ".old"))
     raise CnnzooError(
@@ -227,6 +232,7 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, pre
 
         load_pretrained(model, p)
         return model.to(device).eval(), {}
+    p = find_checkpoint(p, prefer)  # read_meta/read_weights alone would take best/ even for prefer="last"
     meta = read_meta(p)
     weights = read_weights(p)
     if model is None:
