@@ -29,6 +29,7 @@ _LAZY = {
     "predict": "cnnzoo.predict",
     "export": "cnnzoo.export",
     "fuse": "cnnzoo.fuse",
+    "benchmark": "cnnzoo.benchmark",
 }
 
 

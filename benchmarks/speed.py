@@ -1,0 +1,236 @@
+"""Measure issue 6's speed table and write the "Speed" section of BENCHMARKS.md (between its markers; the
+rest of the file, e.g. the training-accuracy section, is left as it is).
+
+    CNNZOO_DATA=../shared/data .venv/bin/python benchmarks/speed.py            # ~10-15 min on 2 free cores
+    .venv/bin/python benchmarks/speed.py --quick --nets resnet18 --skip-loop    # smoke test, nothing written
+
+Every ratio is measured side by side in one process: our net and torchvision's are timed interleaved
+(ours, theirs, theirs, ours, ...), medians of several runs after warm-up, so load from other processes
+hits both alike. Absolute images/s depend on that load; the machine line records it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from cnnzoo.benchmark import (  # noqa: E402
+    Variant,
+    benchmark,
+    channels_last_default,
+    loop_overhead,
+    machine_info,
+    pipeline_throughput,
+)
+
+NETS = ["resnet18", "resnet50", "vgg16_bn", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "googlenet"]
+TRAIN = {"batch_size": 32, "img_size": 64}
+INFER = {"batch_size": 8, "img_size": 224}  # batch 8 keeps VGG-16 at 224 within the time budget on 2 cores
+RUNS = {"vgg16_bn": 3, "resnet50": 3}  # the heaviest nets: fewer timed runs (default 5)
+BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
+TARGETS = {"train": 1.0, "train_aim": 1.15, "infer": 1.2, "loop": 1.1, "pipeline": 20.0}
+
+
+def _f(v: float | None, spec: str = ".1f", suffix: str = "") -> str:
+    return "-" if v is None else f"{v:{spec}}{suffix}"
+
+
+def _mark(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def run(args: argparse.Namespace) -> dict:
+    t0 = time.perf_counter()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out: dict = {"machine": machine_info("cpu"), "train": [], "infer": []}
+    log = print if not args.quiet else (lambda *a, **k: None)
+    for name in args.nets:
+        runs = RUNS.get(name, args.runs)
+        r = benchmark(name, mode="train", vs="torchvision", vs_settings="both", runs=runs, warmup=2, **TRAIN)
+        out["train"].append(r.results[0].to_dict())
+        log(r.table().splitlines()[-1], flush=True)
+    for name in args.nets:
+        runs = RUNS.get(name, args.runs)
+        r = benchmark(name, mode="infer", vs="torchvision", vs_settings="both", runs=runs, warmup=2,
+                      extra=[Variant("ref_fused", fuse=True, channels_last=False)], **INFER)
+        out["infer"].append(r.results[0].to_dict())
+        log(r.table().splitlines()[-1], flush=True)
+    if not args.skip_loop:
+        out["loop"] = loop_overhead("lenet5", "mnist", repeats=3)
+        log(json.dumps(out["loop"]), flush=True)
+        out["pipeline"] = [pipeline_throughput(d, repeats=3) for d in ("mnist", "cifar10")]
+        log(json.dumps(out["pipeline"]), flush=True)
+    out["machine"]["load_avg_1m_end"] = os.getloadavg()[0]
+    out["wall_s"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def markdown(d: dict, command: str) -> str:
+    m = d["machine"]
+    lines = [
+        BEGIN,
+        "## Speed",
+        "",
+        f"Measured with `{command}` ({d['wall_s'] / 60:.1f} min) on {m['cpu']} ({m['cpu_count']} cores, "
+        f"{m['threads']} torch threads, {m['cpu_capability']}), torch {m['torch']}, torchvision "
+        f"{m.get('torchvision', '-')}; float32 GEMM peak {m['gemm_gflops']:.1f} GFLOP/s (measured at start). "
+        f"Load average {m['load_avg_1m']:.1f} at the start and {m['load_avg_1m_end']:.1f} at the end: other "
+        "jobs shared the machine, so absolute images/s are noisy. **Every ratio is measured side by side in one "
+        "process**: the nets are timed interleaved (ours, theirs, theirs, ours, ...) and each figure is the "
+        "median of several runs after warm-up, so load hits both sides alike. `cnnzoo benchmark` gives the "
+        "same figures for any net (`--vs torchvision|timm`, `--format json`).",
+        "",
+        "Conventions: FLOPs = 2 x cnnzoo's MACs (conv + linear); a training step counts 3x the forward FLOPs; "
+        "\"of peak\" = achieved GFLOP/s / the GEMM peak. Peak memory: what one step adds above what was held "
+        "before it (CPU: resident set sampled every 0.5 ms).",
+        "",
+    ]
+    t = TRAIN
+    lines += [
+        f"### Training: SGD step, batch {t['batch_size']}, {t['img_size']}x{t['img_size']} (target ours / "
+        f"torchvision >= {TARGETS['train']}, aim {TARGETS['train_aim']})",
+        "",
+        "*ours*: cnnzoo as shipped (channels_last where it was measured to pay, see the last column); "
+        "*tv*: torchvision as its users run it (contiguous); *tv cl*: torchvision in channels_last, i.e. with our "
+        "fast path, so *ours / tv cl* compares the same computation and *tv cl / tv* is what channels_last "
+        "alone does on this CPU.",
+        "",
+        "| net | ours img/s | ms/batch | ours path | tv img/s | **ours / tv** | >= 1.0 | tv cl img/s | ours / tv cl "
+        "| tv cl / tv | GFLOP/s | of peak | peak MB |",
+        "|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in d["train"]:
+        o, tv, tvs = r["ours"], r["theirs"], r["theirs_same"]
+        cl_gain = tvs["images_per_s"] / tv["images_per_s"]
+        lines.append(
+            f"| {r['model']} | {o['images_per_s']:.1f} | {o['latency_ms']:.0f} | "
+            f"{'channels_last' if o['channels_last'] else 'contiguous'} | {tv['images_per_s']:.1f} | "
+            f"**{r['ratio']:.2f}** | {_mark(r['ratio'] >= TARGETS['train'])} | {tvs['images_per_s']:.1f} | "
+            f"{r['ratio_same']:.2f} | {cl_gain:.2f} | {o['gflops']:.1f} | {100 * o['peak_fraction']:.0f}% | "
+            f"{_f(o['peak_mem_mb'], '.0f')} |")
+    t = INFER
+    lines += [
+        "",
+        f"### Inference: batch {t['batch_size']}, {t['img_size']}x{t['img_size']} (target ours fused / "
+        f"torchvision eval >= {TARGETS['infer']})",
+        "",
+        "*ours*: eval, `torch.inference_mode`, BatchNorm folded (`cnnzoo.fuse`), channels_last; *tv*: "
+        "torchvision eval, unfused, contiguous (also under `inference_mode`); *tv fused*: torchvision folded by "
+        "`cnnzoo.fuse`, contiguous; *tv fused cl*: with all our fast paths. So *tv fused / tv* is what folding "
+        "BatchNorm does, *tv fused cl / tv fused* what channels_last adds, and *ours / tv fused cl* compares "
+        "the same computation. *max rel diff*: our fast path's logits vs our plain eval logits on the "
+        "benchmark's input (largest difference / largest logit).",
+        "",
+        "| net | ours img/s | ms/batch | tv img/s | **ours / tv** | >= 1.2 | tv fused / tv | tv fused cl / tv fused "
+        "| ours / tv fused cl | GFLOP/s | of peak | peak MB | max rel diff |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in d["infer"]:
+        o, tv, tvs, tvf = r["ours"], r["theirs"], r["theirs_same"], r["extra"]["ref_fused"]
+        lines.append(
+            f"| {r['model']} | {o['images_per_s']:.1f} | {o['latency_ms']:.0f} | {tv['images_per_s']:.1f} | "
+            f"**{r['ratio']:.2f}** | {_mark(r['ratio'] >= TARGETS['infer'])} | "
+            f"{tvf['images_per_s'] / tv['images_per_s']:.2f} | {tvs['images_per_s'] / tvf['images_per_s']:.2f} | "
+            f"{r['ratio_same']:.2f} | {o['gflops']:.1f} | {100 * o['peak_fraction']:.0f}% | "
+            f"{_f(o['peak_mem_mb'], '.0f')} | {o['max_rel_diff']:.1e} |")
+    cl_train = [n for n in NETS if channels_last_default(n, "train", "cpu")]
+    lines += [
+        "",
+        "channels_last defaults on the CPU (`cnnzoo.benchmark.channels_last_default`, chosen from these "
+        f"measurements): inference on for every net above; training on for {', '.join(cl_train) or 'none'} "
+        "(the depthwise-convolution nets, where oneDNN's NHWC kernels win) and off for the others, where it was "
+        "slower. On CUDA channels_last is on for all.",
+    ]
+    if "loop" in d:
+        lp = d["loop"]
+        lines += [
+            "",
+            f"### Training loop overhead: LeNet-5, one MNIST epoch (target <= {TARGETS['loop']}x)",
+            "",
+            "`cnnzoo.train` (augmentation on whole batches, metrics accumulated on the device, LR schedule, "
+            "bookkeeping; its per-epoch evaluation and checkpoint not counted) against bare forward + backward + "
+            "SGD step on the same, already prepared batches; alternated 3 times, medians "
+            "(`cnnzoo.benchmark.loop_overhead`).",
+            "",
+            "| images | batch | engine epoch s | bare loop s | **engine / bare** | <= 1.1 | bare img/s |",
+            "|---:|---:|---:|---:|---:|---|---:|",
+            f"| {lp['images']} | {lp['batch_size']} | {lp['engine_s']:.2f} | {lp['bare_s']:.2f} | "
+            f"**{lp['ratio']:.3f}** | {_mark(lp['ratio'] <= TARGETS['loop'])} | {lp['bare_images_per_s']:.0f} |",
+        ]
+        fastest = max([lp["bare_images_per_s"]] + [r["ours"]["images_per_s"] for r in d["train"]])
+        lines += [
+            "",
+            f"### In-memory data pipeline (target >= {TARGETS['pipeline']:.0f}x the fastest zoo model's training)",
+            "",
+            "Epoch plan + per batch of 128: index the uint8 tensor, random crop (reflect padding) and flip as "
+            "gathers, normalise to float32 (`cnnzoo.benchmark.pipeline_throughput`, the engine's own code). "
+            f"The fastest zoo model's training is LeNet-5 on MNIST above: {fastest:.0f} img/s.",
+            "",
+            "| data set | images/s | epoch s | load s (decode cache) | **x fastest training** | >= 20 |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for p in d["pipeline"]:
+            x = p["images_per_s"] / fastest
+            lines.append(f"| {p['dataset']} {'x'.join(map(str, p['shape']))} | {p['images_per_s']:.0f} | "
+                         f"{p['epoch_s']:.2f} | {p['load_s']:.1f} | **{x:.0f}** | "
+                         f"{_mark(x >= TARGETS['pipeline'])} |")
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace the speed section between its markers, or append it; other sections stay untouched."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--nets", nargs="+", default=NETS)
+    p.add_argument("--runs", type=int, default=5, help="timed runs per net (VGG-16, ResNet-50: 3)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's, = the cores)")
+    p.add_argument("--skip-loop", action="store_true", help="skip the loop-overhead and pipeline figures")
+    p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    p.add_argument("--json", default=str(ROOT / "benchmarks" / "speed.json"))
+    p.add_argument("--dry-run", action="store_true", help="print the section, write nothing")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: batch 4 at 32x32, 2 runs, nothing written (implies --dry-run)")
+    args = p.parse_args(argv)
+    if args.quick:
+        TRAIN.update(batch_size=4, img_size=32)
+        INFER.update(batch_size=4, img_size=32)
+        RUNS.clear()
+        args.runs, args.dry_run = 2, True
+    os.environ.setdefault("CNNZOO_DATA", str((ROOT.parent / "shared" / "data").resolve()))
+    os.environ.setdefault("CNNZOO_OFFLINE", "1")
+    d = run(args)
+    command = "python benchmarks/speed.py" + (f" {' '.join(argv if argv is not None else sys.argv[1:])}"
+                                             if (argv or sys.argv[1:]) else "")
+    section = markdown(d, command.strip())
+    if args.dry_run:
+        print(section)
+        return 0
+    Path(args.json).write_text(json.dumps(d, indent=1) + "\n")
+    write_section(Path(args.out), section)
+    print(f"wrote {args.out} (speed section) and {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
