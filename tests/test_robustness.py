@@ -225,6 +225,13 @@ def test_unwritable_output_fails_before_any_data_is_read(tmp_path, capsys, monke
         _one_line_error(capsys, "cannot write to output directory")
 
 
+def test_missing_data_directory_says_where_files_go(tmp_path, capsys):
+    # an existing but empty root is in test_train.py; here the root itself is missing
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "nowhere"),
+                 "--out", str(tmp_path / "run")]) == 2
+    _one_line_error(capsys, f"{tmp_path / 'nowhere' / 'mnist'}/train-images-idx3-ubyte.gz")
+
+
 def test_debug_shows_the_traceback(capsys):
     assert main(["train", "--model", "resnet18x"]) == 2
     _one_line_error(capsys, "did you mean resnet18")

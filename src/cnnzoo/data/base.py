@@ -20,7 +20,8 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path:
         root = Path(data_dir).expanduser()
         if not root.is_dir():
             raise CnnzooError(
-                f"data directory {str(root)!r} does not exist: create it or pass an existing --data-dir")
+                f"data directory {str(root)!r} does not exist: create it (each data set goes in its own "
+                f"folder, e.g. {root / 'mnist'}/train-images-idx3-ubyte.gz) or pass an existing --data-dir")
         return root.resolve()
     env = os.environ.get("CNNZOO_DATA")
     if env:
