@@ -4,8 +4,10 @@ Convolutional Neural Networks").
 The gradient of the centre unit of the last feature map (summed over its channels) with respect to the
 input, in absolute value summed over input channels and averaged over ``n`` inputs -- random N(0, 1)
 images as in the paper, or images of a data set -- for the net's real weights (random or trained) and
-real non-linearities, in eval mode. It is non-zero only inside the theoretical receptive field, and
-for most nets concentrates in a roughly Gaussian blob far smaller than it.
+real non-linearities, in eval mode. For nets without global context it is non-zero only inside the
+theoretical receptive field (exactly: no path reaches further), and it concentrates in a roughly Gaussian
+blob far smaller than it. Squeeze-and-excitation gates see the whole image, so for SE nets a little mass
+lies outside the conv-path field as well.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from torch import Tensor, nn
 
 from ..errors import CnnzooError
 from ._common import check_input_size, default_input_size, eval_mode, resolve_model
-from .receptive_field import RFInfo, trace_receptive_field
+from .probe import _module_output
+from .receptive_field import RFInfo, trace_receptive_field, traced_forward
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -58,7 +61,7 @@ class ERFResult:
 
     @property
     def mass_in_rf(self) -> float:
-        """Fraction of the gradient mass inside the theoretical field (1 up to rounding: it is exact)."""
+        """Fraction of the gradient mass inside the theoretical field (exactly 1 without global context)."""
         (r0, r1), (c0, c1) = self.box
         total = float(self.grid.sum())
         return float(self.grid[r0:r1 + 1, c0:c1 + 1].sum()) / total if total > 0 else 0.0
@@ -134,10 +137,6 @@ class ERFResult:
         return path
 
 
-class _Stop(Exception):
-    pass
-
-
 def _load_checkpoint(model: nn.Module | str, checkpoint: str | Path) -> tuple[nn.Module, dict]:
     """A model with the checkpoint's weights: a `cnnzoo train` checkpoint rebuilds its own architecture
     (its class count and channels); a plain torchvision/timm/cnnzoo weights file goes into ``model``."""
@@ -174,11 +173,6 @@ def _inputs(data: Any, n: int, size: tuple[int, ...], mean: Sequence[float], std
     if data is None:
         return torch.randn((n, *size), generator=g), "random N(0,1)"
     source = "images"
-    if isinstance(data, str):
-        from ..data import load_dataset
-
-        source = data
-        data = load_dataset(data, split="test")
     if hasattr(data, "images"):  # cnnzoo.data.ImageSet
         source = getattr(data, "name", source)
         mean, std = getattr(data, "mean", mean), getattr(data, "std", std)
@@ -221,49 +215,42 @@ def effective_receptive_field(
         model = resolve_model(model)
     if any(t.is_meta for t in model.parameters()):
         raise CnnzooError("the ERF needs real weights: build the model on the CPU/GPU, not the meta device")
-    if input_size is None:
+    if isinstance(data, str):
+        from ..data import load_dataset
+
+        data = load_dataset(data, split="test")
+    images = getattr(data, "images", data)
+    if input_size is None:  # the checkpoint's training size, else the images' own, else the model's default
         if meta.get("img_size"):
             input_size = (int(meta["in_chans"]), int(meta["img_size"]), int(meta["img_size"]))
+        elif isinstance(images, Tensor) and images.dim() == 4:
+            input_size = tuple(images.shape[1:])
         else:
             input_size = default_input_size(model)
     size = check_input_size(input_size)
     if n < 1:
         raise CnnzooError("n must be at least 1")
     rf = trace_receptive_field(model, size)
-    layer = rf.feature_module if layer is None else layer
-    if not layer:
-        raise CnnzooError("could not find the module that outputs the last feature map; pass layer=NAME")
-    info = rf.module(layer)
+    info = rf.final if layer is None else rf.module(layer)
     if info.jump is None:
-        raise CnnzooError(f"{layer!r} outputs a flat tensor, not a feature map")
+        raise CnnzooError(f"{layer or 'the output'!r} is a flat tensor, not a feature map")
     unit = tuple((k - 1) // 2 for k in info.size)
     mean = meta.get("mean") or IMAGENET_MEAN
     std = meta.get("std") or IMAGENET_STD
     x_all, source = _inputs(data, n, size, mean, std, seed)
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    target = dict(model.named_modules())[layer]
-    captured: dict[str, Tensor] = {}
-
-    def hook(m: nn.Module, a: Any, out: Any) -> None:
-        captured["y"] = out[0] if isinstance(out, tuple | list) else out
-        raise _Stop  # the head is not needed
-
     acc = torch.zeros(size[1:], dtype=torch.float64)
-    handle = target.register_forward_hook(hook)
-    try:
-        with eval_mode(model):
-            for i in range(0, x_all.shape[0], batch_size):
-                x = x_all[i:i + batch_size].to(device).requires_grad_(True)
-                try:
-                    model(x)
-                except _Stop:
-                    pass
-                y = captured.pop("y")
-                # samples are independent in eval mode: one backward gives every image's gradient
-                (g,) = torch.autograd.grad(y[(slice(None), slice(None), *unit)].sum(), x)
-                acc += g.detach().abs().sum(1).sum(0).double().cpu()
-    finally:
-        handle.remove()
-    return ERFResult(model=label, input_size=size, layer=layer, unit=unit, grid=(acc / x_all.shape[0]).numpy(),
+    with eval_mode(model):
+        for i in range(0, x_all.shape[0], batch_size):
+            x = x_all[i:i + batch_size].to(device).requires_grad_(True)
+            if layer is None:  # the last feature map, wherever the net makes it
+                y = traced_forward(model, x)[1]
+            else:
+                y = _module_output(model, layer, model, x)
+            # samples are independent in eval mode: one backward gives every image's gradient
+            (g,) = torch.autograd.grad(y[(slice(None), slice(None), *unit)].sum(), x)
+            acc += g.detach().abs().sum(1).sum(0).double().cpu()
+    label_layer = layer or rf.feature_module or ""
+    return ERFResult(model=label, input_size=size, layer=label_layer, unit=unit, grid=(acc / x_all.shape[0]).numpy(),
                      rf=info, n=int(x_all.shape[0]), source=source)

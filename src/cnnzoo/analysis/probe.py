@@ -29,7 +29,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import CnnzooError
 from ._common import check_input_size, default_input_size, eval_mode, resolve_model
-from .receptive_field import RFInfo, trace_receptive_field
+from .receptive_field import RFInfo, trace_receptive_field, traced_forward
 
 _IDENTITY = {
     "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "tanh", "tanh_", "sigmoid", "sigmoid_", "silu", "silu_",
@@ -52,9 +52,10 @@ def _first_tensor(args: tuple, kwargs: dict) -> Tensor:
 class _Linearise(TorchFunctionMode):
     """Identity activations/norms, max -> average pooling, detached global context, optional thin convs."""
 
-    def __init__(self, fast: bool) -> None:
+    def __init__(self, mode: str = "exact") -> None:
         super().__init__()
-        self.fast = fast
+        self.mode = mode  # exact | thin | broadcast | materialise (see rf_probe)
+        self.fast = mode != "exact"
         self._ones: dict[tuple, Tensor] = {}
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
@@ -75,12 +76,16 @@ class _Linearise(TorchFunctionMode):
             return (out, None) if name.endswith("indices") or kwargs.get("return_indices") else out
         if self.fast and name == "conv2d":
             return self._thin_conv(*args, **kwargs)
+        if self.mode == "thin" and name == "linear":  # one channel in, all outputs equal
+            x, w = _first_tensor(args, kwargs), (args[1] if len(args) > 1 else kwargs["weight"])
+            return x.mean(-1, keepdim=True).expand(*x.shape[:-1], w.shape[0])
         out = func(*args, **kwargs)
         if isinstance(out, Tensor) and self._is_global(name, args, kwargs, out):
             # conv-path check: global context is dropped -- a constant 1 without gradient, so an SE gate
             # becomes 1 x map (merely detaching it would let the linearised gates square the activations
-            # block after block until float64 overflows)
-            return torch.ones_like(out)
+            # block after block until float64 overflows). Computed from ``out`` rather than ones_like so
+            # the tracer still follows the path to the output.
+            return out.detach() * 0.0 + 1.0
         return out
 
     @staticmethod
@@ -104,9 +109,11 @@ class _Linearise(TorchFunctionMode):
 
         A constant normalised k x k kernel is a box filter: ``avg_pool2d`` (zero padding counted) computes
         it several times faster than a float64 convolution; dilated or 'same'-padded convs use conv2d.
+        Mode ``thin`` returns the one channel (every channel is equal), ``broadcast`` a stride-0 view over
+        the conv's output channels (a conv fed such a view skips the mean), ``materialise`` a real copy.
         """
         kh, kw = weight.shape[-2:]
-        m = input.mean(1, keepdim=True)
+        m = input[:, :1] if input.shape[1] > 1 and input.stride(1) == 0 else input.mean(1, keepdim=True)
         dil = (dilation, dilation) if isinstance(dilation, int) else tuple(dilation)
         pad = (padding, padding) if isinstance(padding, int) else padding
         if dil == (1, 1) and not isinstance(pad, str) and all(2 * p <= k for p, k in zip(pad, (kh, kw), strict=True)):
@@ -117,8 +124,10 @@ class _Linearise(TorchFunctionMode):
                 self._ones[key] = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=input.dtype,
                                              device=input.device)
             y = F.conv2d(m, self._ones[key], None, stride, padding, dilation)
-        # contiguous: the net may add to it in place (``out += identity``)
-        return y.expand(y.shape[0], weight.shape[0], *y.shape[2:]).contiguous()
+        if self.mode == "thin":
+            return y
+        y = y.expand(y.shape[0], weight.shape[0], *y.shape[2:])
+        return y.contiguous() if self.mode == "materialise" else y
 
 
 @dataclass(frozen=True)
@@ -174,6 +183,29 @@ class _Stop(Exception):
     pass
 
 
+def _module_output(model: nn.Module, layer: str, call: Any, x: Tensor) -> Tensor:
+    """Output of module ``layer`` during ``call(x)``; the rest of the forward pass is skipped."""
+    modules = dict(model.named_modules())
+    if layer not in modules:
+        raise CnnzooError(f"the model has no module {layer!r}")
+    captured: dict[str, Tensor] = {}
+
+    def hook(m: nn.Module, a: Any, out: Any) -> None:
+        captured["y"] = out[0] if isinstance(out, tuple | list) else out
+        raise _Stop  # the head is not needed
+
+    handle = modules[layer].register_forward_hook(hook)
+    try:
+        call(x)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if "y" not in captured:
+        raise CnnzooError(f"module {layer!r} did not run")
+    return captured["y"]
+
+
 def _unit(spec: str | Sequence[int], size: tuple[int, ...]) -> tuple[int, ...]:
     if isinstance(spec, str):
         pick = {"first": lambda n: 0, "last": lambda n: n - 1, "centre": lambda n: (n - 1) // 2,
@@ -201,36 +233,37 @@ def rf_probe(
     """
     model = resolve_model(model)
     size = check_input_size(default_input_size(model) if input_size is None else input_size)
-    rf = trace_receptive_field(model, size)
-    layer = rf.feature_module if layer is None else layer
-    if layer is None:
-        raise CnnzooError("no module outputs the last feature map; pass layer=NAME")
-    info = rf.module(layer)
+    rf = trace_receptive_field(model, size)  # the traced field of the unmodified net: what is checked
+    if layer is not None and layer not in rf.modules:
+        raise CnnzooError(f"the model has no module {layer!r} that outputs a map derived from the input")
+    info = rf.final if layer is None else rf.module(layer)
     if info.jump is None:
-        raise CnnzooError(f"{layer!r} outputs a flat tensor, not a feature map")
+        raise CnnzooError(f"{layer or 'the output'!r} is a flat tensor, not a feature map")
     chosen = [_unit(u, info.size) for u in units]
-    target = dict(model.named_modules())[layer]
-    captured: dict[str, Tensor] = {}
+    weights = _positive_linear_weights(model)
 
-    def hook(m: nn.Module, a: Any, out: Any) -> None:
-        captured["y"] = out[0] if isinstance(out, tuple | list) else out
-        raise _Stop  # the head is not needed
+    def call(inp: Tensor) -> Any:
+        return torch.func.functional_call(model, weights, (inp,), strict=False)
 
-    handle = target.register_forward_hook(hook)
-    x = torch.ones((len(chosen), *size), dtype=torch.float64, requires_grad=True)
-    try:
-        with eval_mode(model), _Linearise(fast):
-            try:
-                torch.func.functional_call(model, _positive_linear_weights(model), (x,), strict=False)
-            except _Stop:
-                pass
-    finally:
-        handle.remove()
-    if "y" not in captured:
-        raise CnnzooError(f"module {layer!r} did not run")
-    y = captured["y"]
+    # fast: the cheapest form that the net's code accepts (one channel; channel-count-dependent code such as
+    # a hard-coded view fails there: then channel views; in-place additions into those: then copies)
+    modes = ["thin", "broadcast", "materialise"] if fast else ["exact"]
+    for k, mode in enumerate(modes):
+        x = torch.ones((len(chosen), *size), dtype=torch.float64, requires_grad=True)
+        try:
+            with eval_mode(model), _Linearise(mode):
+                if layer is None:  # the last feature map, wherever the net makes it (module or plain function)
+                    lin, y = traced_forward(model, x, call)
+                    if (lin.final.r, lin.final.size) != (info.r, info.size):
+                        raise CnnzooError("the linearised net traces differently from the net; pass layer=NAME")
+                else:
+                    y = _module_output(model, layer, call, x)
+            break
+        except (RuntimeError, ValueError, IndexError) as e:
+            if k == len(modes) - 1 or isinstance(e, CnnzooError):
+                raise
     if tuple(y.shape[2:]) != tuple(info.size):
-        raise CnnzooError(f"{layer!r} output {tuple(y.shape)} does not match the traced map {info.size}")
+        raise CnnzooError(f"the probed map {tuple(y.shape)} does not match the traced map {info.size}")
     # image i feeds only unit i's gradient: one backward for all units
     (grad,) = torch.autograd.grad(sum(y[(i, slice(None), *u)].sum() for i, u in enumerate(chosen)), x)
     results = []
@@ -242,6 +275,6 @@ def rf_probe(
             idx = support.any(dim=others).nonzero()
             box.append((int(idx.min()), int(idx.max())) if len(idx) else (0, -1))
         expected = tuple(info.interval(unit, clip=True))
-        results.append(ProbeResult(layer=layer, unit=unit, box=tuple(box), expected=expected, rf=info,
-                                   input_size=size))
+        results.append(ProbeResult(layer=layer or rf.feature_module or "", unit=unit, box=tuple(box),
+                                   expected=expected, rf=info, input_size=size))
     return results

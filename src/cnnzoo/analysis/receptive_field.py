@@ -148,6 +148,7 @@ class _Tracer(TorchDispatchMode):
         self.stack: list[str] = []
         self.module_out: dict[str, _State] = {}
         self.node_modules: dict[int, list[str]] = {}
+        self.node_tensor: dict[int, Tensor] = {}  # latest feature map carrying each field (for probes)
         self.warnings: list[str] = []
         self._keep: list[Tensor] = []  # keeps traced tensors alive so ids are not reused
 
@@ -182,6 +183,7 @@ class _Tracer(TorchDispatchMode):
                     vhi=tuple(float(v - 1) for v in x.shape[-n:]))
         self.events = [_Event(0, "input", "", "input", (), st)]
         self.states[x] = st
+        self.node_tensor[0] = x
 
     def _event(self, op: str, kind: str, inputs: Sequence[_State], state: _State, note: str = "",
                **params: Any) -> _State:
@@ -217,6 +219,9 @@ class _Tracer(TorchDispatchMode):
         for i, st in new.items():
             self.states[outs[i]] = st
             self._keep.append(outs[i])
+            if st.axes is not None and base not in ("detach", "alias", "lift_fresh"):
+                # (autograd detaches results it saves for backward: those copies are not the net's tensor)
+                self.node_tensor[st.node] = outs[i]
         return out
 
     def _propagate(self, name: str, args: tuple, kwargs: dict, ins: list, outs: list[Tensor]) -> dict[int, _State]:
@@ -697,25 +702,38 @@ def _op_label(ev: _Event) -> str:
 _ROW_KINDS = {"conv", "pool", "pad", "global", "flatten", "gate", "unsupported"}
 
 
+@contextlib.contextmanager
+def _tracing(model: nn.Module, nsp: int, holder: dict) -> Iterator[_Tracer]:
+    tracer = holder["t"] = _Tracer(model, nsp=nsp)
+    with tracer.hooks():
+        root_hook = model.register_forward_pre_hook(lambda m, a: tracer.start(a[0]) if a else None, prepend=True)
+        try:
+            with tracer:
+                yield tracer
+        finally:
+            root_hook.remove()
+
+
 def trace_receptive_field(model: nn.Module, input_size: Sequence[int], name: str = "") -> ReceptiveField:
-    """Trace ``model`` once on ``input_size`` (C, H, W) and build the :class:`ReceptiveField`."""
+    """Trace ``model`` once on ``input_size`` (C, H, W) on the meta device and build the result."""
     size = check_input_size(input_size)
     holder: dict[str, _Tracer] = {}
+    out = shape_forward(model, size, lambda: _tracing(model, len(size) - 1, holder))
+    return _result(model, size, name, holder["t"], out)[0]
 
-    @contextlib.contextmanager
-    def ctx() -> Iterator[None]:
-        tracer = holder["t"] = _Tracer(model, nsp=len(size) - 1)
-        with tracer.hooks():
-            root_hook = model.register_forward_pre_hook(lambda m, a: tracer.start(a[0]) if a else None,
-                                                        prepend=True)
-            try:
-                with tracer:
-                    yield
-            finally:
-                root_hook.remove()
 
-    out = shape_forward(model, size, ctx)
-    tr = holder["t"]
+def traced_forward(model: nn.Module, x: Tensor, call: Any = None, name: str = "") -> tuple[ReceptiveField, Tensor]:
+    """Run ``call(x)`` (default ``model(x)``) for real under the tracer and return the result and the tensor
+    that is the last feature map, with its autograd history: gradient probes start from it whether or not
+    a module outputs it (a user's ``forward`` may make it with plain functions)."""
+    holder: dict[str, _Tracer] = {}
+    with _tracing(model, x.dim() - 2, holder):
+        out = (call or model)(x)
+    result, node = _result(model, tuple(x.shape[1:]), name, holder["t"], out)
+    return result, holder["t"].node_tensor[node]
+
+
+def _result(model: nn.Module, size: tuple[int, ...], name: str, tr: _Tracer, out: Any) -> tuple[ReceptiveField, int]:
     outs = [tr.states.get(t) for t in tree_leaves(out) if isinstance(t, Tensor)]
     outs = [s for s in outs if s is not None]
     if not outs:
@@ -729,6 +747,7 @@ def trace_receptive_field(model: nn.Module, input_size: Sequence[int], name: str
         if n not in on_path:
             on_path.add(n)
             todo.extend(ev[n].inputs)
+
     # the last feature map: walk back from the output through the head -- flat tensors, global ops and
     # adaptive pools (identity at the default size, a non-uniform resampling at others: not the net's RF)
     def in_head(x: _Event) -> bool:
@@ -744,12 +763,13 @@ def trace_receptive_field(model: nn.Module, input_size: Sequence[int], name: str
     final = _info(final_state)
     rows.append(RFRow(name=mods[-1] if mods else "", op="RF", kind="final", info=final,
                       note="receptive field of the net (last feature map)"))
-    return ReceptiveField(
+    result = ReceptiveField(
         model=name or getattr(model, "cnnzoo_name", type(model).__name__), input_size=size, rows=rows, final=final,
         feature_module=mods[-1] if mods else None,
         modules={k: _info(v) for k, v in tr.module_out.items()},
         global_context=_summarise_global(ev, on_path), warnings=list(dict.fromkeys(tr.warnings)),
     )
+    return result, final_state.node
 
 
 def _summarise_global(ev: list[_Event], on_path: set[int]) -> list[str]:
