@@ -72,21 +72,34 @@ TIMM_NAMES: dict[str, str] = {
 }
 REFERENCE_NAMES = ("torchvision", "timm")
 
-# Where channels_last pays on a CPU (oneDNN kernels; measured with this module on a 2-core AVX2 EPYC,
-# torch 2.14, see BENCHMARKS.md). Inference: it avoids oneDNN's layout reorders around every conv and
-# pays for every net measured. Training: it slowed the nets not listed here, so they train in the default
-# (contiguous) format. On CUDA channels_last is the default everywhere (tensor cores want NHWC).
-_CPU_CHANNELS_LAST_TRAIN: frozenset[str] = frozenset()
-_CPU_CHANNELS_LAST_INFER_OFF: frozenset[str] = frozenset({"lenet5", "lenet5_relu"})
+# Where channels_last pays on a CPU (oneDNN kernels), measured with this module on a 2-core AVX2 EPYC, torch 2.14:
+# our net in both formats timed interleaved (``extra=[Variant("cl", impl="cnnzoo", channels_last=True)]``),
+# training at batch 32 and 64x64 (LeNet-5 and the CIFAR ResNets at batch 128 and 28/32 px), inference at
+# batch 8 and 224x224. Inference: channels_last saves oneDNN's layout reorders around every conv and was
+# faster for every net measured, so it is on for all. Training: faster for the depthwise-convolution nets
+# (MobileNetV2 1.08-1.34x, V3 1.06-1.14x, EfficientNet-B0 0.97-1.15x), GoogLeNet (1.14-1.26x), LeNet-5
+# (1.4x) and ResNet-20 (1.2x); slower or no better for ResNet-18 (0.93-0.95x), ResNet-50 (0.90-1.06x) and
+# VGG-16-BN (0.80-0.96x), which therefore train in the default (contiguous) format. Nets not measured follow
+# their family (same kernels at similar sizes). On CUDA channels_last is on everywhere (tensor cores want NHWC).
+_CPU_CHANNELS_LAST_TRAIN_FAMILIES: frozenset[str] = frozenset({"mobilenet_v1", "mobilenet_v2", "mobilenet_v3",
+                                                               "efficientnet"})
+_CPU_CHANNELS_LAST_TRAIN: frozenset[str] = frozenset({
+    "googlenet", "lenet5", "lenet5_relu", "resnet20_cifar", "resnet32_cifar", "resnet44_cifar", "resnet56_cifar",
+    "resnet110_cifar"})
 
 
 def channels_last_default(name: str | None, mode: str, device: str | torch.device) -> bool:
     """Whether ``benchmark`` uses channels_last for ``name`` by default (a measured choice, see above)."""
-    if torch.device(device).type == "cuda":
+    if torch.device(device).type == "cuda" or mode == "infer":
         return True
-    if mode == "infer":
-        return name not in _CPU_CHANNELS_LAST_INFER_OFF
-    return name in _CPU_CHANNELS_LAST_TRAIN
+    if name in _CPU_CHANNELS_LAST_TRAIN:
+        return True
+    from .registry import model_info
+
+    try:
+        return model_info(name or "").family in _CPU_CHANNELS_LAST_TRAIN_FAMILIES
+    except CnnzooError:  # a user's own net: the plain format
+        return False
 
 
 # ------------------------------------------------------------------------------------------ results
