@@ -189,3 +189,22 @@ def test_list_has_rf_and_jump_columns(tmp_path, monkeypatch, capsys):
     assert main(["list", "resnet50*"]) == 0
     header, _, first = capsys.readouterr().out.splitlines()[:3]
     assert header.split()[5:7] == ["RF", "jump"] and first.split()[5:7] == ["427", "32"]
+
+
+class _ReadsValues(torch.nn.Module):
+    """Data-dependent control flow: cannot run on the meta device, so the tracer runs it for real."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(1, 2, 3), torch.nn.Conv2d(1, 2, 5)
+
+    def forward(self, x):
+        return self.a(x) if x.mean().item() > 1.0 else self.b(x)
+
+
+def test_value_dependent_net_falls_back_to_a_real_pass():
+    from cnnzoo.analysis import summary
+
+    rf = receptive_field(_ReadsValues(), (1, 12, 12))  # zeros in: the 5x5 branch runs
+    assert rf.rf == 5 and rf.feature_module == "b"
+    assert summary(_ReadsValues(), (1, 12, 12)).macs == 2 * 25 * 8 * 8

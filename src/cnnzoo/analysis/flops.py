@@ -19,7 +19,6 @@ from typing import Any
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
 from ._common import check_input_size, default_input_size, resolve_model, shape_forward
 
@@ -33,6 +32,11 @@ class _MacCounter(TorchDispatchMode):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
+        # imported here: torch.utils.flop_counter imports triton where installed (0.4 s), which `rf` and
+        # `list` do not need
+        from torch.utils.flop_counter import flop_registry
+
+        self.registry = flop_registry
         self.names = {id(m): n for n, m in model.named_modules()}
         self.stack: list[str] = []
         self.total = 0
@@ -57,7 +61,7 @@ class _MacCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        formula = flop_registry.get(func.overloadpacket)
+        formula = self.registry.get(func.overloadpacket)
         if formula is not None:
             flops = int(formula(*args, **kwargs, out_val=out))
             self.total += flops

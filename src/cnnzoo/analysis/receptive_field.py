@@ -757,7 +757,7 @@ def _result(model: nn.Module, size: tuple[int, ...], name: str, tr: _Tracer, out
     while in_head(e) and e.inputs:
         e = max((ev[i] for i in e.inputs), key=lambda x: (x.state.axes is not None, sum(x.state.r)))
     final_state = e.state if not in_head(e) else outs[0]
-    mods = tr.node_modules.get(final_state.node, [])
+    mods = [m for m in tr.node_modules.get(final_state.node, []) if m] or []  # outermost last; not the root
     rows = [RFRow(name=x.module, op=_op_label(x), kind=x.kind, info=_info(x.state), note=x.note, params=x.params)
             for x in ev if x.id in on_path and x.kind in _ROW_KINDS]
     final = _info(final_state)
