@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -418,22 +418,20 @@ def _first(out: Tensor | Sequence[Tensor]) -> Tensor:
     return out[0] if isinstance(out, tuple | list) else out
 
 
-def _no_random_layers(model: nn.Module) -> contextlib.AbstractContextManager:
+@contextlib.contextmanager
+def _no_random_layers(model: nn.Module) -> Iterator[None]:
     """Dropout and stochastic depth in eval mode for the duration (BatchNorm keeps training mode), so that a
     training-mode forward is deterministic and two memory formats can be compared."""
-    @contextlib.contextmanager
-    def ctx():  # type: ignore[no-untyped-def]
-        mods = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)
-                or type(m).__name__ in ("StochasticDepth", "DropPath")]
-        states = [m.training for m in mods]
-        for m in mods:
-            m.eval()
-        try:
-            yield
-        finally:
-            for m, t in zip(mods, states, strict=True):
-                m.train(t)
-    return ctx()
+    mods = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)
+            or type(m).__name__ in ("StochasticDepth", "DropPath")]
+    states = [m.training for m in mods]
+    for m in mods:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, t in zip(mods, states, strict=True):
+            m.train(t)
 
 
 def _first_line(e: Exception) -> str:
@@ -735,14 +733,14 @@ def _train_set(dataset: str, data_dir: str | os.PathLike | None, subset: int | N
     return ds
 
 
-def _prep_for(ds: ImageSet, dataset: str, img_size: int, in_chans: int,
-              dev: torch.device) -> tuple[BatchPrep, int]:
+def _prep_for(ds: ImageSet, dataset: str, img_size: int, in_chans: int, dev: torch.device,
+              channels_last: bool = False) -> tuple[BatchPrep, int]:
     """The engine's batch preparation with the data set's recipe (crop padding, flips)."""
     from .training.config import recipe_for
     from .training.engine import BatchPrep
 
     pad = recipe_for(dataset).get("pad", max(0, ds.img_size // 8))
-    return BatchPrep(ds, img_size, in_chans, dev, pad, ds.hflip, False, ds.mean, ds.std), pad
+    return BatchPrep(ds, img_size, in_chans, dev, pad, ds.hflip, channels_last, ds.mean, ds.std), pad
 
 
 def pipeline_throughput(dataset: str = "mnist", batch_size: int = 128, repeats: int = 3,
@@ -814,7 +812,11 @@ def loop_overhead(model: str = "lenet5", dataset: str = "mnist", repeats: int = 
     info = model_info(name)
     size = ds.img_size if info.max_size is None else min(max(ds.img_size, info.min_size), info.max_size)
     in_chans = ds.in_chans
-    prep, pad = _prep_for(ds, dataset, size, in_chans, dev)
+    # the engine's device-dependent choices, mirrored so that both sides run the same kernels: on CUDA
+    # channels_last and bf16 autocast (fp16 with a gradient scaler where bf16 is missing), on a CPU neither
+    cuda = dev.type == "cuda"
+    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else None
+    prep, pad = _prep_for(ds, dataset, size, in_chans, dev, channels_last=cuda)
     x, y = ds.images.to(dev), ds.labels.to(dev)
     n = len(ds)
     steps = n // batch
@@ -831,14 +833,24 @@ def loop_overhead(model: str = "lenet5", dataset: str = "mnist", repeats: int = 
     def bare() -> float:
         torch.manual_seed(0)
         net = create_model(name, num_classes=ds.num_classes, in_chans=in_chans).to(dev).train()
+        if cuda:
+            net = net.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+        amp = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
         _sync(dev)
         t0 = time.perf_counter()
         for xb, yb in batches:
-            loss = F.cross_entropy(_first(net(xb)), yb, label_smoothing=smoothing)
+            with amp():
+                loss = F.cross_entropy(_first(net(xb)), yb, label_smoothing=smoothing)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
         _sync(dev)
         return time.perf_counter() - t0
 
