@@ -1,0 +1,423 @@
+"""``cnnzoo compare``: train several architectures under one recipe on one data set and rank them.
+
+The course's recurring exercise ("train LeNet, AlexNet, VGG, GoogLeNet, ResNet, MobileNet on the same data
+and compare") as one call. Each model gets the same data, the same recipe (epochs, batch, optimizer, LR
+schedule, seed) and optionally the same wall-clock budget, and is scored on the same held-out split. A model
+that fails (input too small, out of memory, NaN loss, any error) gets a row with the reason; the others go
+on. Per model, ``DIR/models/<name>/`` holds the training run (``best/``, ``last/`` checkpoints, metrics),
+``eval.json``, ``confusion.png`` and ``compare_row.json``; ``--resume`` skips models whose row says
+finished and continues interrupted runs from their ``last`` checkpoint.
+
+Image size: every model trains at ``max(S, its minimum input)`` (and at most its maximum), where ``S`` is
+``--img-size`` or the data set's size; the leaderboard marks models that were moved off ``S``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from . import compare_report as report
+from ._callable import make_module_callable as _make_callable
+from .errors import CnnzooError
+from .registry import list_models, model_info, resolve_name
+
+# The classic preset follows the course: LeNet-5, AlexNet, VGG, NiN, GoogLeNet, ResNet-18, MobileNetV2, in
+# their small-image (CIFAR) forms where the zoo has one; AlexNet, VGG and GoogLeNet run at their minimum size.
+PRESETS: dict[str, tuple[str, ...]] = {
+    "classic": ("lenet5", "alexnet", "vgg11_bn", "nin_cifar", "googlenet", "resnet18_cifar",
+                "mobilenet_v2_cifar"),
+    "mobile": ("mobilenet_v1_050", "mobilenet_v2_cifar", "mobilenet_v3_small", "efficientnet_b0"),
+}
+ALL_SMALL = "all-small"  # every registered net whose default input is 32x32 or smaller (LeNet, CIFAR forms)
+PRESET_NAMES = (*PRESETS, ALL_SMALL)
+
+# What a comparison on a data set uses for the settings the user leaves unset (over the training recipe).
+# digits: `cnnzoo compare` with no arguments, the README's main job. It must finish in a few minutes on a
+# 2-core CPU with every classic net well above chance, and one recipe must suit them all: AdamW at a
+# moderate LR because the nets without BatchNorm die at higher ones (NiN's ReLU before its global pool,
+# AlexNet); label smoothing keeps NiN's class maps from being pushed below zero. 16 px (the digits are
+# 8x8 scans, so no detail is lost) keeps the CIFAR-style nets cheap; AlexNet, VGG, GoogLeNet and LeNet-5
+# are raised to their minimum input.
+COMPARE_RECIPES: dict[str, dict] = {
+    "digits": dict(epochs=4, img_size=16, batch_size=32, optimizer="adamw", lr=5e-4, weight_decay=0.05,
+                   label_smoothing=0.1),
+}
+
+_ROW_FILE = "compare_row.json"
+
+
+@dataclass
+class CompareResult:
+    """What :func:`compare` returns: ranked rows (dicts, as in ``leaderboard.json``) and the files written."""
+
+    out: Path
+    rows: list[dict]
+    info: dict
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def best(self) -> dict | None:
+        """The winning row (highest held-out top-1), or ``None`` if no model finished."""
+        return next((r for r in self.rows if r.get("rank") == 1), None)
+
+    def leaderboard(self) -> str:
+        return report.leaderboard_text(self.rows, self.info)
+
+
+# --------------------------------------------------------------------------------------- choosing
+def resolve_models(models: str | list[str] | None = None, preset: str | None = None) -> list[str]:
+    """Canonical model names from ``"a,b,c"`` / a list, or from a preset (default: classic)."""
+    if models and preset:
+        raise CnnzooError("give either --models or --preset, not both")
+    if models:
+        names = [m.strip() for m in (models.split(",") if isinstance(models, str) else models) if m.strip()]
+        if not names:
+            raise CnnzooError("--models is empty: give names separated by commas, e.g. lenet5,resnet20_cifar")
+    else:
+        key = (preset or "classic").strip().lower().replace("_", "-")
+        if key == ALL_SMALL:
+            names = [n for n in list_models() if model_info(n).input_size[1] <= 32]
+        elif key in PRESETS:
+            names = list(PRESETS[key])
+        else:
+            raise CnnzooError(f"unknown preset {preset!r}: use one of {', '.join(PRESET_NAMES)}")
+    return list(dict.fromkeys(resolve_name(n) for n in names))
+
+
+def model_size(name: str, base: int) -> tuple[int, str]:
+    """The size ``name`` trains at for a requested ``base`` size, and a note when it had to move."""
+    info = model_info(name)
+    size = max(base, info.min_size)
+    if info.max_size is not None:
+        size = min(size, info.max_size)
+    if size > base:
+        return size, f"trained at {size}x{size}, its minimum input (asked {base})"
+    if size < base:
+        return size, f"trained at {size}x{size}, its maximum input (asked {base})"
+    return size, ""
+
+
+def _default_out(dataset: str) -> Path:
+    """``runs/compare-<dataset>``, or ``-2``, ``-3`` ... if that already holds a comparison."""
+    tag = dataset.split(":", 1)[-1].rstrip("/").split("/")[-1] or "folder"
+    base = Path("runs") / f"compare-{tag}"
+    out, i = base, 2
+    while out.exists() and any(out.iterdir()):
+        out, i = base.with_name(f"{base.name}-{i}"), i + 1
+    return out
+
+
+# --------------------------------------------------------------------------------------- measuring
+def _one_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if isinstance(e, CnnzooError):
+        return msg or type(e).__name__
+    if isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg.lower():
+        return f"out of memory ({msg[:160]})"
+    return f"{type(e).__name__}: {msg[:200]}" if msg else type(e).__name__
+
+
+def _static_facts(name: str, num_classes: int, in_chans: int, size: int) -> dict:
+    """Params, MACs and receptive field at the size trained (computed on the meta device: no arithmetic)."""
+    from .registry import create_model
+
+    try:
+        from .analysis import count_macs, receptive_field
+    except ImportError:  # the analysis package without its re-exports
+        from .analysis.flops import count_macs
+        from .analysis.receptive_field import receptive_field
+
+    facts: dict = {"params": None, "macs": None, "rf": None}
+    try:
+        with torch.device("meta"):
+            net = create_model(name, num_classes=num_classes, in_chans=in_chans)
+    except Exception:  # a factory the meta device cannot run (e.g. an init that reads values): build it
+        net = create_model(name, num_classes=num_classes, in_chans=in_chans)
+    facts["params"] = sum(p.numel() for p in net.parameters())
+    try:
+        facts["macs"] = int(count_macs(net, (in_chans, size, size)))
+    except Exception:  # e.g. the input is too small for the net: the training error will say why
+        pass
+    try:
+        facts["rf"] = int(receptive_field(net, (in_chans, size, size)).rf)
+    except Exception:  # a layer the RF tracer does not know: leave the cell empty rather than fail the row
+        pass
+    return facts
+
+
+def inference_speed(model: torch.nn.Module, x: torch.Tensor, min_time_s: float = 1.0,
+                    max_reps: int = 20) -> float:
+    """Images/s of ``model`` (eval, BatchNorm folded, inference mode) on the batch ``x``: median of runs."""
+    from .fuse import fuse
+
+    net = fuse(model).to(x.device)
+    times: list[float] = []
+    with torch.inference_mode():
+        net(x)  # warm-up (allocations, kernel choice)
+        t_start = time.perf_counter()
+        while len(times) < 3 or (time.perf_counter() - t_start < min_time_s and len(times) < max_reps):
+            if x.is_cuda:
+                torch.cuda.synchronize(x.device)
+            t = time.perf_counter()
+            net(x)
+            if x.is_cuda:
+                torch.cuda.synchronize(x.device)
+            times.append(time.perf_counter() - t)
+    return x.shape[0] / max(statistics.median(times), 1e-9)
+
+
+def _eval_batch(meta: dict, dataset: str, data_dir, device: torch.device, n: int = 64) -> torch.Tensor:
+    """``n`` held-out images prepared as in training (size, normalisation), for the inference timing."""
+    from .data import load_dataset
+    from .training.engine import BatchPrep
+
+    size = int(meta["img_size"])
+    data = load_dataset(dataset, "test", data_dir, img_size=size if dataset.startswith("folder:") else None)
+    prep = BatchPrep(data, size, int(meta["in_chans"]), device, pad=0, hflip=False, channels_last=False,
+                     mean=tuple(meta["mean"]), std=tuple(meta["std"]))
+    return prep(data.images[:n].to(device))
+
+
+def _history(hist: list[dict]) -> list[dict]:
+    keep = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "epoch_time_s")
+    return [{k: h.get(k) for k in keep} for h in hist]
+
+
+def _empty_row(name: str, size: int, note: str, mdir: Path) -> dict:
+    row: dict = dict.fromkeys(
+        ("top1", "top5", "final_top1", "params", "macs", "rf", "train_time_s", "train_images_per_s",
+         "infer_images_per_s", "best_epoch", "stopped", "checkpoint", "confusion_png"))
+    row.update(model=name, status="failed", reason="", img_size=size, note=note, epochs_run=0, history=[],
+               run_dir=str(mdir))
+    return row
+
+
+def _run_one(name: str, size: int, note: str, ctx: dict) -> dict:
+    """Train, evaluate and measure one model; returns its leaderboard row (failures become a row too)."""
+    from .training import evaluate, load_checkpoint, train
+
+    mdir: Path = ctx["out"] / "models" / name
+    row = _empty_row(name, size, note, mdir)
+    t0 = time.perf_counter()
+    try:
+        row.update(_static_facts(name, ctx["num_classes"], ctx["in_chans"], size))
+        res = train(model=name, dataset=ctx["dataset"], epochs=ctx["epochs"], batch_size=ctx["batch_size"],
+                    lr=ctx["lr"], seed=ctx["seed"], img_size=size, out=mdir, resume=ctx["resume"],
+                    overwrite=not ctx["resume"], time_budget_s=ctx["budget_s"], data_dir=ctx["data_dir"],
+                    device=ctx["device"], progress=ctx["progress"], verbose=False, **ctx["train_options"])
+        row.update(train_time_s=round(res.train_time_s, 2), best_epoch=res.best_epoch,
+                   train_images_per_s=round(res.train_images_per_s, 1), epochs_run=res.epochs_run,
+                   stopped=res.stopped, final_top1=res.final_acc, history=_history(res.history),
+                   params=res.params or row["params"], checkpoint=res.checkpoint)
+        ev = evaluate(res.checkpoint, dataset=ctx["dataset"], split="test", data_dir=ctx["data_dir"],
+                      device=ctx["device"], out=mdir)
+        row.update(top1=ev["top1"], top5=ev["top5"], confusion_png=str(mdir / "confusion.png"))
+        model, meta = load_checkpoint(res.checkpoint, device=ctx["dev"])
+        x = _eval_batch(meta, ctx["dataset"], ctx["data_dir"], ctx["dev"])
+        row["infer_images_per_s"] = round(inference_speed(model, x), 1)
+        row["status"] = "ok"
+    except Exception as e:  # too small an input, OOM, NaN loss (NonFiniteLossError), or a bug in one model:
+        if ctx.get("raise_errors"):  # it must not cost the other models' results
+            raise
+        row["reason"] = _one_line(e)
+    if row["status"] != "ok":
+        if row["train_time_s"] is None:
+            row["train_time_s"] = round(time.perf_counter() - t0, 2)
+        hist_file = mdir / "metrics.jsonl"  # the epochs that did finish, for the curves plot
+        if not row["history"] and hist_file.is_file():
+            try:
+                lines = hist_file.read_text().splitlines()
+                row["history"] = _history([json.loads(s) for s in lines if s.strip()])
+            except (OSError, ValueError):
+                pass
+    row["config"] = ctx["signature"]
+    mdir.mkdir(parents=True, exist_ok=True)
+    report._write_atomic(mdir / _ROW_FILE, json.dumps(row, indent=1))
+    return row
+
+
+def _finished_row(name: str, ctx: dict) -> dict | None:
+    """The stored row of a model that already finished with the same settings (for ``--resume``)."""
+    try:
+        row = json.loads((ctx["out"] / "models" / name / _ROW_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if row.get("status") == "ok" and row.get("config") == json.loads(json.dumps(ctx["signature"])):
+        return row
+    return None
+
+
+# -------------------------------------------------------------------------------------------- main
+def _check_out(out: Path, dataset: str, resume: bool) -> None:
+    """Refuse to mix comparisons, and prove the folder is writable before any training starts."""
+    board = out / "leaderboard.json"
+    if board.is_file() and not resume:
+        raise CnnzooError(f"{out} already holds a comparison: pass --resume to continue it, or another --out")
+    if board.is_file():
+        try:
+            old = json.loads(board.read_text()).get("info", {})
+        except (OSError, ValueError):
+            old = {}
+        if old.get("dataset") not in (None, dataset):
+            raise CnnzooError(f"{out} holds a comparison on {old['dataset']}, not {dataset}: "
+                              f"pick another --out")
+    try:
+        (out / "models").mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise CnnzooError(f"cannot write to output directory {str(out)!r} ({e.strerror or e}): "
+                          f"pass a writable --out") from e
+
+
+def compare(
+    models: str | list[str] | None = None,
+    preset: str | None = None,
+    dataset: str = "digits",
+    epochs: int | None = None,
+    budget_minutes: float | None = None,
+    img_size: int | None = None,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    data_dir: str | os.PathLike | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = True,
+    verbose: bool = True,
+    raise_errors: bool = False,
+    **train_options,
+) -> CompareResult:
+    """Train each model under the same recipe and budget, evaluate on the same held-out split, write a report.
+
+    ``models`` (``"a,b,c"`` or a list) or ``preset`` (``classic`` (default), ``mobile``, ``all-small``).
+    Unset settings come from ``COMPARE_RECIPES`` (digits: a short run), then the data set's training recipe.
+    ``budget_minutes``: the same wall-clock budget per model (training stops after the epoch that crosses
+    it). Writes ``leaderboard.md/.csv/.json``, ``accuracy_vs_macs.png``, ``curves.png``, per-model confusion
+    matrices and ``report.html`` to ``out`` (default ``runs/compare-<dataset>``, a fresh folder per run).
+    ``resume=True`` skips models already finished in ``out`` and continues interrupted ones. Extra keyword
+    arguments go to :func:`cnnzoo.train` (``optimizer``, ``schedule``, ``train_subset``, ...);
+    ``raise_errors=True`` re-raises a model's failure instead of recording it (for debugging).
+    """
+    from .data import canonical_name, load_dataset
+    from .training.config import build_config
+    from .training.distributed import resolve_device
+
+    t_start = time.perf_counter()
+    names = resolve_models(models, preset)
+    dataset = canonical_name(dataset)
+    if budget_minutes is not None and not budget_minutes > 0:
+        raise CnnzooError(f"--budget-minutes must be > 0 (got {budget_minutes})")
+    if img_size is not None and int(img_size) < 1:
+        raise CnnzooError(f"--img-size must be >= 1 (got {img_size})")
+    defaults = dict(COMPARE_RECIPES.get(dataset, {}))
+    if train_options.get("optimizer") not in (None, defaults.get("optimizer")):
+        for k in ("optimizer", "lr", "weight_decay"):  # another optimizer: its recipe's LR, not ours
+            defaults.pop(k, None)
+    epochs = defaults.pop("epochs", None) if epochs is None else epochs
+    img_size = defaults.pop("img_size", None) if img_size is None else img_size
+    batch_size = defaults.pop("batch_size", None) if batch_size is None else batch_size
+    lr = defaults.pop("lr", None) if lr is None else lr
+    for k in ("optimizer", "weight_decay", "label_smoothing"):
+        if train_options.get(k) is None and k in defaults:
+            train_options[k] = defaults[k]
+    recipe = build_config({"dataset": dataset, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                           "seed": seed, **train_options}).to_dict()
+    epochs = int(recipe["epochs"])
+    if train_options.get("warmup_epochs") is None:  # short runs: warm up for at most a quarter of the run
+        recipe["warmup_epochs"] = min(float(recipe["warmup_epochs"]), epochs / 4)
+        train_options["warmup_epochs"] = recipe["warmup_epochs"]
+    out = Path(out).expanduser() if out is not None else _default_out(dataset)
+    _check_out(out, dataset, resume)
+
+    folder_size = img_size if dataset.startswith("folder:") else None
+    train_set = load_dataset(dataset, "train", data_dir, img_size=folder_size)
+    test_set = load_dataset(dataset, "test", data_dir, img_size=folder_size)
+    base = int(img_size) if img_size else train_set.img_size
+    dev = resolve_device(device)
+    say = print if verbose else (lambda *a, **k: None)
+
+    info = {
+        "dataset": dataset, "models": names, "preset": None if models else (preset or "classic"),
+        "img_size": base, "num_classes": train_set.num_classes, "in_chans": train_set.in_chans,
+        "train_images": len(train_set), "test_images": len(test_set), "budget_minutes": budget_minutes,
+        "recipe": {k: recipe[k] for k in ("epochs", "batch_size", "lr", "optimizer", "schedule",
+                                          "warmup_epochs", "weight_decay", "label_smoothing", "seed")},
+        "device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "total_time_s": None,
+    }
+    ctx = {
+        "out": out, "dataset": dataset, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+        "budget_s": budget_minutes * 60 if budget_minutes else None, "resume": resume, "data_dir": data_dir,
+        "device": device, "dev": dev, "progress": progress, "num_classes": train_set.num_classes,
+        "in_chans": train_set.in_chans, "raise_errors": raise_errors, "train_options": train_options,
+        "signature": {"dataset": dataset, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                      "budget_minutes": budget_minutes, "img_size": base, **train_options},
+    }
+    say(f"comparing {len(names)} models on {dataset} ({len(train_set)} train / {len(test_set)} held-out "
+        f"images, {train_set.num_classes} classes), {epochs} epochs each"
+        + (f", at most {budget_minutes:g} min each" if budget_minutes else "") + f", device {dev} -> {out}")
+
+    rows: list[dict] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(names), desc="compare", unit="model", dynamic_ncols=True, file=sys.stderr)
+    write = bar.write if bar is not None else say
+    try:
+        for name in names:
+            size, note = model_size(name, base)
+            if bar is not None:
+                bar.set_postfix_str(f"{name} @ {size}px")
+            row = _finished_row(name, ctx) if resume else None
+            if row is not None:
+                msg = f"{name:<20} finished earlier: top-1 {100 * row['top1']:.2f}% (--resume: skipped)"
+            else:
+                row = _run_one(name, size, note, ctx)
+                msg = (f"{name:<20} top-1 {100 * row['top1']:6.2f}%  ({row['epochs_run']} epochs at "
+                       f"{size}px, {row['train_time_s']:.1f} s)" if row["status"] == "ok"
+                       else f"{name:<20} FAILED: {row['reason']}")
+            if verbose:
+                write(msg)
+            rows.append(row)
+            _write_outputs(rows, info, out, final=False)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    info["total_time_s"] = round(time.perf_counter() - t_start, 1)
+    files = _write_outputs(rows, info, out, final=True)
+    return CompareResult(out=out, rows=report.ranked(rows), info=info, files=files)
+
+
+def _write_outputs(rows: list[dict], info: dict, out: Path, final: bool) -> dict[str, Path]:
+    """Tables after every model (so a long run shows progress on disk); plots and HTML at the end."""
+    files = report.write_tables(rows, info, out)
+    if not final:
+        return files
+    title = f"{info['dataset']}: held-out top-1 vs MACs (bubble area = parameters)"
+    k = info.get("num_classes")
+    files["accuracy_vs_macs"] = report.plot_accuracy_vs_macs(rows, out / "accuracy_vs_macs.png", title=title,
+                                                             num_classes=k)
+    files["curves"] = report.plot_curves(rows, out / "curves.png", num_classes=k,
+                                         title=f"{info['dataset']}: held-out top-1 per epoch")
+    confusions = {r["model"]: Path(r["confusion_png"]) for r in report.ranked(rows)
+                  if r["status"] == "ok" and r.get("confusion_png") and Path(r["confusion_png"]).is_file()}
+    files["html"] = report.write_html(rows, info, out, files, confusions)
+    return files
+
+# `cnnzoo.compare(...)` also works after `import cnnzoo.compare` (see cnnzoo._callable)
+_make_callable(__name__, "compare")
