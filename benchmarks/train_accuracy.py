@@ -1,9 +1,10 @@
 """Training-accuracy benchmark: the BENCHMARKS.md table (not a test; long runs).
 
 Each row is one ``cnnzoo train`` command, run as its own process so the command in the table is exactly
-what was measured. Wall time is the whole command (start-up, data loading, training, evaluation,
-checkpoints). Runs are resumable: re-running a row continues its run folder (``--resume``), so a row
-longer than a sitting can be finished in pieces; the wall time then adds the pieces up.
+what was measured. The table's wall time is the run's own clock (``train_time_s``: data loading,
+training, per-epoch evaluation, checkpoints; not the interpreter start). Runs are resumable: re-running a
+row continues its run folder (``--resume``), so with ``--budget-minutes`` a long row is done in pieces and
+the clock adds the pieces up.
 
     python benchmarks/train_accuracy.py                      # every row
     python benchmarks/train_accuracy.py --rows lenet5-mnist  # one row
@@ -25,8 +26,10 @@ from pathlib import Path
 # name -> (target top-1 %, cnnzoo train arguments). Targets are the issue's; never lowered.
 ROWS: dict[str, tuple[float, list[str]]] = {
     "lenet5-mnist": (99.0, ["--model", "lenet5", "--dataset", "mnist", "--epochs", "12", "--lr", "0.1"]),
+    # LeNet-5's 60k parameters underfit Fashion-MNIST: no random crops and no label smoothing here (flips
+    # stay); with the recipe's crops and smoothing it ends at 90.6 % (BENCHMARKS.md)
     "lenet5-fashion-mnist": (91.0, ["--model", "lenet5", "--dataset", "fashion-mnist", "--epochs", "30",
-                                    "--lr", "0.1"]),
+                                    "--lr", "0.1", "--pad", "0", "--label-smoothing", "0"]),
     "resnet20-fashion-mnist": (94.0, ["--model", "resnet20_cifar", "--dataset", "fashion-mnist",
                                       "--epochs", "30", "--lr", "0.1"]),
     "resnet20-cifar10": (90.0, ["--model", "resnet20_cifar", "--dataset", "cifar10", "--epochs", "40",
@@ -34,16 +37,21 @@ ROWS: dict[str, tuple[float, list[str]]] = {
 }
 
 
-def run_row(name: str, out: Path, threads: int | None, force: bool = False) -> dict:
+def run_row(name: str, out: Path, threads: int | None, force: bool = False,
+            budget_min: float | None = None) -> dict:
     target, args = ROWS[name]
     run_dir = out / name
+    prev = {} if force else _load(out).get(name, {})
+    partial = prev.get("status") == "partial"
+    earlier_s = float(prev.get("wall_s_total", 0.0)) if partial else 0.0
     cmd = [sys.executable, "-m", "cnnzoo", "train", *args, "--out", str(run_dir),
            "--overwrite" if force else "--resume", "--no-progress", "--format", "json"]
+    if budget_min:  # the engine's budget counts the run's earlier segments too
+        done_s = float(prev.get("train_time_s") or 0.0) if partial else 0.0
+        cmd += ["--time-budget", str(done_s + 60 * budget_min)]
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    prev = _load(out).get(name, {})
-    earlier_s = float(prev.get("wall_s_total", 0.0)) if prev.get("status") == "partial" else 0.0
     t = time.perf_counter()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -55,11 +63,11 @@ def run_row(name: str, out: Path, threads: int | None, force: bool = False) -> d
                      error=(p.stderr.strip().splitlines() or ["?"])[-1])
     else:
         r = json.loads(p.stdout)
-        entry.update(status="done", best_acc=round(100 * r["best_acc"], 2),
+        entry.update(status="partial" if r["stopped"] else "done", best_acc=round(100 * r["best_acc"], 2),
                      final_acc=round(100 * r["final_acc"], 2), best_epoch=r["best_epoch"],
                      epochs=r["epochs_run"], train_time_s=r["train_time_s"],
                      train_images_per_s=r["train_images_per_s"], params=r["params"],
-                     reached=100 * r["final_acc"] >= target)
+                     reached=100 * r["final_acc"] >= target, stopped=r["stopped"])
     data = _load(out)
     data[name] = entry
     (out / "results.json").write_text(json.dumps(data, indent=1))
@@ -90,13 +98,17 @@ def markdown(data: dict) -> str:
             lines.append(f"| {name} | `cnnzoo train {' '.join(ROWS[name][1])}` | >= {ROWS[name][0]}% | "
                          "not run | | | |")
             continue
-        if e["status"] != "done":
+        if e["status"] == "failed" or "final_acc" not in e:
             lines.append(f"| {name} | `{e['command']}` | >= {e['target']}% | {e['status']}: "
                          f"{e.get('error', '')} | | {e['wall_s_total'] / 60:.1f} min | |")
             continue
-        mark = "" if e["reached"] else " (below target)"
+        total_epochs = int(ROWS[name][1][ROWS[name][1].index("--epochs") + 1])
+        if e["status"] == "partial":
+            mark = f" after {e['epochs']}/{total_epochs} epochs (unfinished)"
+        else:
+            mark = "" if e["reached"] else " (below target)"
         lines.append(f"| {name} | `{e['command']}` | >= {e['target']}% | **{e['final_acc']:.2f}%**{mark} | "
-                     f"{e['best_acc']:.2f}% ({e['best_epoch']}) | {e['wall_s_total'] / 60:.1f} min | "
+                     f"{e['best_acc']:.2f}% ({e['best_epoch']}) | {e['train_time_s'] / 60:.1f} min | "
                      f"{e['train_images_per_s']:.0f} |")
     return "\n".join(lines)
 
@@ -107,6 +119,8 @@ def main() -> int:
     ap.add_argument("--out", default="runs/bench-train", help="run folders and results.json")
     ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the runs")
     ap.add_argument("--force", action="store_true", help="run finished rows again from scratch")
+    ap.add_argument("--budget-minutes", type=float, default=None,
+                    help="stop each row after the epoch that crosses this many more minutes (resumable)")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--table", action="store_true", help="print the table of stored results and exit")
     a = ap.parse_args()
@@ -124,7 +138,7 @@ def main() -> int:
             if _load(out).get(name, {}).get("status") == "done" and not a.force:
                 print(f"{name}: done already (--force runs it again)", flush=True)
                 continue
-            e = run_row(name, out, a.threads, a.force)
+            e = run_row(name, out, a.threads, a.force, a.budget_minutes)
             print(json.dumps(e), flush=True)
     print(markdown(_load(out)))
     return 0

@@ -453,7 +453,12 @@ def train(
         net.to(memory_format=torch.channels_last)
     if state is not None:
         weights = ck.read_weights(existing)
-        net.load_state_dict({k: v.to(dev) for k, v in weights.items()})
+        try:
+            net.load_state_dict({k: v.to(dev) for k, v in weights.items()})
+        except RuntimeError as e:  # the model's code changed since, or another architecture
+            first = next((s.strip() for s in str(e).splitlines()[1:] if s.strip()), str(e))
+            raise CnnzooError(f"the checkpoint in {existing} does not fit {cfg.model or 'the model'} as built now "
+                              f"({first[:120]}): start a new run with another --out") from e
     groups = _param_groups(net, cfg, set(head_names))
     opt = _make_optimizer(groups, cfg, dev)
     amp_dtype = None
