@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/cnnzoo list
+	$(BIN)/cnnzoo compare --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
