@@ -34,7 +34,23 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def googlenet_ckpt(tmp_path_factory: pytest.TempPathFactory):
-    return _train("googlenet", 32, tmp_path_factory)  # Inception concatenations, auxiliary heads unused
+    """Inception concatenations (auxiliary heads unused in eval); a checkpoint written directly, with random
+    BatchNorm statistics (no training: only the graph matters here)."""
+    from cnnzoo.training.checkpoint import write_checkpoint
+
+    torch.manual_seed(0)
+    net = cnnzoo.create_model("googlenet", num_classes=10, in_chans=1)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+    meta = {"model": "googlenet", "model_kwargs": {}, "num_classes": 10, "in_chans": 1, "img_size": 32,
+            "mean": [0.2652], "std": [0.3738], "classes": [str(i) for i in range(10)], "dataset": "digits",
+            "data_img_size": 32, "data_in_chans": 1}
+    out = tmp_path_factory.mktemp("export") / "googlenet"
+    write_checkpoint(out, "best", net.state_dict(), meta)
+    return out
 
 
 def _digits_batch(meta: dict, n: int = 7) -> torch.Tensor:
