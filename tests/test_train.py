@@ -78,7 +78,7 @@ def test_googlenet_style_aux_loss():
 
 
 def test_lenet_learns_mnist_in_a_few_hundred_steps(tmp_path, data_dir):
-    r = train("lenet5_relu", "mnist", epochs=2, batch_size=64, lr=0.05, train_subset=9600, test_subset=2000,
+    r = train("lenet5_relu", "mnist", epochs=2, batch_size=32, lr=0.05, train_subset=4800, test_subset=2000,
               out=tmp_path / "run", **QUIET)
     assert r.steps == 300 and r.epochs_run == 2 and len(r.history) == 2
     assert r.final_acc > 0.93  # chance is 0.10
