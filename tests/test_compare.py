@@ -157,6 +157,19 @@ def test_failing_models_get_a_row_and_the_rest_continue(tmp_path, monkeypatch) -
     assert (tmp_path / "c" / "report.html").is_file() and (tmp_path / "c" / "curves.png").is_file()
 
 
+def test_default_out_folders(tmp_path, monkeypatch) -> None:
+    from cnnzoo.compare import _default_out
+
+    monkeypatch.chdir(tmp_path)
+    assert _default_out("digits") == _default_out("digits", resume=True) == Path("runs/compare-digits")
+    for d in ("runs/compare-digits", "runs/compare-digits-2"):
+        (tmp_path / d).mkdir(parents=True)
+        (tmp_path / d / "leaderboard.json").write_text("{}")
+    assert _default_out("digits") == Path("runs/compare-digits-3")  # a new run never overwrites an old one
+    assert _default_out("digits", resume=True) == Path("runs/compare-digits-2")  # --resume: the newest
+    assert _default_out("folder:~/data/pets/") == Path("runs/compare-pets")
+
+
 def test_choosing_models_and_sizes() -> None:
     assert resolve_models() == list(cnnzoo.compare.PRESETS["classic"])
     assert resolve_models("LeNet5, resnet20-cifar,lenet5") == ["lenet5", "resnet20_cifar"]

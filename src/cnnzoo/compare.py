@@ -48,7 +48,7 @@ PRESET_NAMES = (*PRESETS, ALL_SMALL)
 # 8x8 scans, so no detail is lost) keeps the CIFAR-style nets cheap; AlexNet, VGG, GoogLeNet and LeNet-5
 # are raised to their minimum input.
 COMPARE_RECIPES: dict[str, dict] = {
-    "digits": dict(epochs=4, img_size=16, batch_size=32, optimizer="adamw", lr=5e-4, weight_decay=0.05,
+    "digits": dict(epochs=3, img_size=16, batch_size=32, optimizer="adamw", lr=5e-4, weight_decay=0.05,
                    label_smoothing=0.1),
 }
 
@@ -106,14 +106,15 @@ def model_size(name: str, base: int) -> tuple[int, str]:
     return size, ""
 
 
-def _default_out(dataset: str) -> Path:
-    """``runs/compare-<dataset>``, or ``-2``, ``-3`` ... if that already holds a comparison."""
+def _default_out(dataset: str, resume: bool = False) -> Path:
+    """``runs/compare-<dataset>``, or ``-2``, ``-3`` ... if that already holds a comparison; with ``resume``
+    the newest one that exists (so ``cnnzoo compare --resume`` continues the last run)."""
     tag = dataset.split(":", 1)[-1].rstrip("/").split("/")[-1] or "folder"
     base = Path("runs") / f"compare-{tag}"
-    out, i = base, 2
+    out, last, i = base, base, 2
     while out.exists() and any(out.iterdir()):
-        out, i = base.with_name(f"{base.name}-{i}"), i + 1
-    return out
+        last, out, i = out, base.with_name(f"{base.name}-{i}"), i + 1
+    return last if resume else out
 
 
 # --------------------------------------------------------------------------------------- measuring
@@ -338,7 +339,7 @@ def compare(
     if train_options.get("warmup_epochs") is None:  # short runs: warm up for at most a quarter of the run
         recipe["warmup_epochs"] = min(float(recipe["warmup_epochs"]), epochs / 4)
         train_options["warmup_epochs"] = recipe["warmup_epochs"]
-    out = Path(out).expanduser() if out is not None else _default_out(dataset)
+    out = Path(out).expanduser() if out is not None else _default_out(dataset, resume)
     _check_out(out, dataset, resume)
 
     folder_size = img_size if dataset.startswith("folder:") else None

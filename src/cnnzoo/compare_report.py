@@ -174,9 +174,59 @@ def _chance_line(ax, num_classes: int | None) -> None:
                     color="grey")
 
 
+def _place_labels(fig, ax, points: list[tuple[float, float, float, str]]) -> None:
+    """Label each bubble ``(x, y, radius_pt, text)`` near it: positions around the bubble are tried in turn
+    (farther ones with a leader line) until the label overlaps no other label, no bubble and stays inside
+    the axes (matplotlib has no automatic label placement)."""
+    import math
+
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    px = fig.dpi / 72  # display pixels per point
+    bubbles = []
+    for x, y, r, _ in points:
+        cx, cy = ax.transData.transform((x, y))
+        k = 0.95 * r * px  # about the circle (its bounding square, corners trimmed a little)
+        bubbles.append(Bbox.from_extents(cx - k, cy - k, cx + k, cy + k))
+    placed: list = []
+    angles = [0, 180, 90, 270, 45, 135, 315, 225, 20, 160, 340, 200, 65, 115, 295, 245]
+    for x, y, r, text in sorted(points, key=lambda p: -p[2]):  # big bubbles first: they have fewer places
+        chosen = None
+        for far in (3, 18, 40, 70, 110):
+            d = r + far
+            for a in angles:
+                dx, dy = d * math.cos(math.radians(a)), d * math.sin(math.radians(a))
+                ha = "left" if dx > 1 else "right" if dx < -1 else "center"
+                va = "bottom" if dy > 1 else "top" if dy < -1 else "center"
+                t = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
+                                fontsize=8.5, zorder=4,
+                                arrowprops=dict(arrowstyle="-", lw=0.6, color="grey") if far > 3 else None)
+                t.update_positions(renderer)
+                bb = Text.get_window_extent(t, renderer).expanded(1.03, 1.08)  # the text, not its leader line
+                inside = frame.contains(bb.x0, bb.y0) and frame.contains(bb.x1, bb.y1)
+                if inside and not any(bb.overlaps(o) for o in [*placed, *bubbles]):
+                    chosen = bb
+                    break
+                t.remove()
+            if chosen is not None:
+                break
+        if chosen is None:  # nowhere free: right of the bubble, overlapping if it must
+            t = ax.annotate(text, (x, y), xytext=(r + 3, 0), textcoords="offset points", ha="left",
+                            va="center", fontsize=8.5, zorder=4)
+            t.update_positions(renderer)
+            chosen = Text.get_window_extent(t, renderer)
+        placed.append(chosen)
+
+
 def plot_accuracy_vs_macs(rows: Sequence[dict], path: Path, title: str = "",
                           num_classes: int | None = None) -> Path:
     """Held-out top-1 against MACs (log scale); bubble area proportional to the parameter count."""
+    import math
+
     import numpy as np
     from matplotlib.ticker import FuncFormatter
 
@@ -189,34 +239,40 @@ def plot_accuracy_vs_macs(rows: Sequence[dict], path: Path, title: str = "",
         return 30 + 2500 * p / pmax
 
     colour = _colours(rows)
+    points = []
     for r in ok:
         x, y = r["macs"], 100 * r["top1"]
         ax.scatter(x, y, s=area(r["params"]), color=colour[r["model"]], alpha=0.55, edgecolors="black",
                    linewidths=0.8, zorder=3)
-        ax.annotate(f"{r['model']}\n{y:.1f}%, {fmt.human(r['params'])} params", (x, y), xytext=(8, 6),
-                    textcoords="offset points", fontsize=8.5, zorder=4)
+        points.append((x, y, math.sqrt(area(r["params"]) / math.pi),
+                       f"{r['model']}\n{y:.1f}%, {_short(r['params'])} params"))
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _short(v)))
-    if ok:
-        xs = np.array([r["macs"] for r in ok], dtype=float)
-        ys = np.array([100 * r["top1"] for r in ok])
-        ax.set_xlim(xs.min() / 2.5, xs.max() * 4)
-        lo = min(ys.min(), 100 / num_classes) if num_classes else ys.min()
-        ax.set_ylim(max(0.0, lo - 6), min(101.0, ys.max() + 4))
-        _chance_line(ax, num_classes)
-        for ref in (1e5, 1e6, 1e7, 1e8):  # legend bubbles for scale
-            if ref <= pmax * 1.5:
-                ax.scatter([], [], s=area(ref), color="grey", alpha=0.4, edgecolors="black",
-                           label=_short(ref))
-        ax.legend(title="parameters", loc="lower right", labelspacing=1.6, borderpad=1.0, fontsize=8,
-                  title_fontsize=9)
-    else:
-        ax.text(0.5, 0.5, "no model finished", transform=ax.transAxes, ha="center", va="center")
     ax.set_xlabel("MACs per image at the size trained (log scale)")
     ax.set_ylabel("held-out top-1 accuracy (%)")
     ax.set_title(title or "accuracy vs compute (bubble area = parameters)")
     ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
+    if ok:
+        xs = np.array([r["macs"] for r in ok], dtype=float)
+        ys = np.array([100 * r["top1"] for r in ok])
+        ax.set_xlim(xs.min() / 3, xs.max() * 5)
+        lo = min(ys.min(), 100 / num_classes) if num_classes else ys.min()
+        ax.set_ylim(max(0.0, lo - 8), ys.max() + 0.2 * (ys.max() - lo) + 6)  # room above the best for labels
+        ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= 100])
+        _chance_line(ax, num_classes)
+        refs = [ref for ref in (1e5, 1e6, 1e7, 1e8) if ref <= pmax * 1.5]
+        for ref in refs:  # legend bubbles for scale
+            ax.scatter([], [], s=area(ref), color="grey", alpha=0.4, edgecolors="black", label=_short(ref))
+        biggest = 2 * math.sqrt(area(max(refs or [1])) / math.pi)  # points
+        ax.legend(title="parameters", loc="lower right", labelspacing=max(1.2, biggest / 8 * 0.75),
+                  borderpad=max(0.8, biggest / 8 * 0.4), handletextpad=max(0.8, biggest / 8 * 0.4),
+                  fontsize=8,
+                  title_fontsize=9)
+        fig.tight_layout()
+        _place_labels(fig, ax, points)
+    else:
+        ax.text(0.5, 0.5, "no model finished", transform=ax.transAxes, ha="center", va="center")
+        fig.tight_layout()
     out = _save_png(fig, path)
     plt.close(fig)
     return out
@@ -288,7 +344,7 @@ def write_html(rows: Sequence[dict], info: dict, out: Path, images: dict[str, Pa
         trs.append(f'<tr class="{cls}">' + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
     table = ('<table id="leaderboard"><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in headers)
              + "</tr></thead><tbody>" + "".join(trs) + "</tbody></table>")
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in _footnotes(rows))
+    notes = "".join(f"<li>{html.escape(n.removeprefix('* '))}</li>" for n in _footnotes(rows))
     best = next((r for r in rows if r.get("rank") == 1), None)
     if best:
         ckpt = html.escape(str(best.get("checkpoint") or ""))

@@ -22,10 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--preset", choices=PRESET_NAMES, help="a named set of models (default: classic)")
     p.add_argument("--dataset", default="digits",
                    help="digits (embedded, default), mnist, fashion-mnist, cifar10, cifar100 or folder:PATH")
-    p.add_argument("--epochs", type=int, help="epochs per model (default: 4 on digits, else the recipe's)")
+    p.add_argument("--epochs", type=int, help="epochs per model (default: 3 on digits, else the recipe's)")
     p.add_argument("--budget-minutes", type=float, help="the same wall-clock budget per model, in minutes")
     p.add_argument("--img-size", type=int,
-                   help="image size (default: the data set's); each model is raised to its minimum input")
+                   help="image size (default: 16 on digits, else the data set's); each model is raised "
+                        "to its minimum input")
     p.add_argument("--batch-size", type=int, help="batch size (default: the data set's recipe)")
     p.add_argument("--lr", type=float, help="learning rate (default: the data set's recipe)")
     p.add_argument("--seed", type=int, default=0)
