@@ -27,8 +27,10 @@ from cnnzoo.benchmark import (  # noqa: E402
     Variant,
     benchmark,
     channels_last_default,
+    gemm_peak_gflops,
     loop_overhead,
     machine_info,
+    paired_ratio,
     pipeline_throughput,
 )
 
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
+    gemm_peak_gflops("cpu", repeats=40)  # best of many: a quiet moment on a busy machine (cached for the rest)
     out: dict = {"machine": machine_info("cpu"), "train": [], "infer": []}
     log = print if not args.quiet else (lambda *a, **k: None)
     for name in args.nets:
@@ -87,9 +90,11 @@ def markdown(d: dict, command: str) -> str:
         f"{m.get('torchvision', '-')}; float32 GEMM peak {m['gemm_gflops']:.1f} GFLOP/s (measured at start). "
         f"Load average {m['load_avg_1m']:.1f} at the start and {m['load_avg_1m_end']:.1f} at the end: other "
         "jobs shared the machine, so absolute images/s are noisy. **Every ratio is measured side by side in one "
-        "process**: the nets are timed interleaved (ours, theirs, theirs, ours, ...) and each figure is the "
-        "median of several runs after warm-up, so load hits both sides alike. `cnnzoo benchmark` gives the "
-        "same figures for any net (`--vs torchvision|timm`, `--format json`).",
+        "process**: the nets are timed interleaved, in rounds (ours, theirs, theirs, ours, ...), after warm-up; "
+        "images/s are medians over the rounds, and every ratio is the median over rounds of the two nets' "
+        "times within a round (`cnnzoo.benchmark.paired_ratio`), so a load spike hits both sides of a ratio "
+        "alike. `cnnzoo benchmark` gives the same figures for any net (`--vs torchvision|timm`, "
+        "`--format json`).",
         "",
         "Conventions: FLOPs = 2 x cnnzoo's MACs (conv + linear); a training step counts 3x the forward FLOPs; "
         "\"of peak\" = achieved GFLOP/s / the GEMM peak. Peak memory: what one step adds above what was held "
@@ -111,12 +116,13 @@ def markdown(d: dict, command: str) -> str:
     ]
     for r in d["train"]:
         o, tv, tvc = r["ours"], r["theirs"], r["extra"]["ref_cl"]
-        same = (tvc if o["channels_last"] else tv)["images_per_s"]
+        same = tvc if o["channels_last"] else tv
+        ratio = paired_ratio(o, tv)
         lines.append(
             f"| {r['model']} | {o['images_per_s']:.1f} | {o['latency_ms']:.0f} | "
             f"{'channels_last' if o['channels_last'] else 'contiguous'} | {tv['images_per_s']:.1f} | "
-            f"**{r['ratio']:.2f}** | {_mark(r['ratio'] >= TARGETS['train'])} | {tvc['images_per_s']:.1f} | "
-            f"{tvc['images_per_s'] / tv['images_per_s']:.2f} | {o['images_per_s'] / same:.2f} | "
+            f"**{ratio:.2f}** | {_mark(ratio >= TARGETS['train'])} | {tvc['images_per_s']:.1f} | "
+            f"{paired_ratio(tvc, tv):.2f} | {paired_ratio(o, same):.2f} | "
             f"{o['gflops']:.1f} | {100 * o['peak_fraction']:.0f}% | "
             f"{_f(o['peak_mem_mb'], '.0f')} |")
     t = INFER
@@ -138,11 +144,12 @@ def markdown(d: dict, command: str) -> str:
     ]
     for r in d["infer"]:
         o, tv, tvs, tvf = r["ours"], r["theirs"], r["theirs_same"], r["extra"]["ref_fused"]
+        ratio = paired_ratio(o, tv)
         lines.append(
             f"| {r['model']} | {o['images_per_s']:.1f} | {o['latency_ms']:.0f} | {tv['images_per_s']:.1f} | "
-            f"**{r['ratio']:.2f}** | {_mark(r['ratio'] >= TARGETS['infer'])} | "
-            f"{tvf['images_per_s'] / tv['images_per_s']:.2f} | {tvs['images_per_s'] / tvf['images_per_s']:.2f} | "
-            f"{r['ratio_same']:.2f} | {o['gflops']:.1f} | {100 * o['peak_fraction']:.0f}% | "
+            f"**{ratio:.2f}** | {_mark(ratio >= TARGETS['infer'])} | "
+            f"{paired_ratio(tvf, tv):.2f} | {paired_ratio(tvs, tvf):.2f} | "
+            f"{paired_ratio(o, tvs):.2f} | {o['gflops']:.1f} | {100 * o['peak_fraction']:.0f}% | "
             f"{_f(o['peak_mem_mb'], '.0f')} | {o['max_rel_diff']:.1e} |")
     cl_train = [n for n in NETS if channels_last_default(n, "train", "cpu")]
     lines += [
@@ -209,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "speed.json"))
     p.add_argument("--dry-run", action="store_true", help="print the section, write nothing")
+    p.add_argument("--from-json", metavar="PATH",
+                   help="measure nothing: rewrite the section from a speed.json this script saved")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: batch 4 at 32x32, 2 runs, nothing written (implies --dry-run)")
@@ -220,14 +229,18 @@ def main(argv: list[str] | None = None) -> int:
         args.runs, args.dry_run = 2, True
     os.environ.setdefault("CNNZOO_DATA", str((ROOT.parent / "shared" / "data").resolve()))
     os.environ.setdefault("CNNZOO_OFFLINE", "1")
-    d = run(args)
-    command = "python benchmarks/speed.py" + (f" {' '.join(argv if argv is not None else sys.argv[1:])}"
-                                             if (argv or sys.argv[1:]) else "")
-    section = markdown(d, command.strip())
+    if args.from_json:
+        d = json.loads(Path(args.from_json).read_text())
+    else:
+        d = run(args)
+        given = argv if argv is not None else sys.argv[1:]
+        d["command"] = " ".join(["python benchmarks/speed.py", *given])
+    section = markdown(d, d.get("command", "python benchmarks/speed.py"))
     if args.dry_run:
         print(section)
         return 0
-    Path(args.json).write_text(json.dumps(d, indent=1) + "\n")
+    if not args.from_json:
+        Path(args.json).write_text(json.dumps(d, indent=1) + "\n")
     write_section(Path(args.out), section)
     print(f"wrote {args.out} (speed section) and {args.json}")
     return 0

@@ -20,6 +20,7 @@ from cnnzoo.benchmark import (
     channels_last_default,
     gemm_peak_gflops,
     loop_overhead,
+    paired_ratio,
     pipeline_throughput,
     reference_model,
 )
@@ -55,8 +56,10 @@ def test_report_structure_and_consistent_figures(report):
             assert side.gflops == pytest.approx(r.flops_per_image * side.images_per_s / 1e9, rel=1e-3)
             assert side.peak_fraction == pytest.approx(side.gflops / peak, rel=1e-2)
             assert side.peak_mem_mb is not None and side.peak_mem_mb >= 0
-        assert r.ratio == pytest.approx(r.ours.images_per_s / r.theirs.images_per_s)
-        assert r.ratio_same == pytest.approx(r.ours.images_per_s / r.theirs_same.images_per_s)
+        # ratios pair the runs of one round (back to back, same load): median of theirs/ours per round
+        per_round = [t / o for o, t in zip(r.ours.latency_ms_runs, r.theirs.latency_ms_runs, strict=True)]
+        assert r.ratio == pytest.approx(sorted(per_round)[1]) == paired_ratio(r.ours, r.theirs)
+        assert r.ratio_same == pytest.approx(paired_ratio(r.ours.__dict__, r.theirs_same.__dict__))
         assert (r.ours.impl, r.theirs.impl, r.theirs.name) == ("cnnzoo", "torchvision", "resnet18")
         # the reference "as its users run it": contiguous, unfused, no fast path to check
         assert not r.theirs.channels_last and not r.theirs.fused and r.theirs.max_abs_diff is None

@@ -4,7 +4,8 @@
 backward, SGD step) or an inference pass (``torch.inference_mode``, eval). Each figure is the median of
 several timed runs after warm-up; with ``vs`` the reference net is built in the same process and the two
 are timed interleaved (ours, theirs, theirs, ours, ...), so load from other processes hits both alike and
-the ratio ours/theirs is meaningful even on a busy machine.
+the ratio ours/theirs is meaningful even on a busy machine: it is the median over rounds of the two
+nets' times within a round (:func:`paired_ratio`), not the ratio of two medians taken minutes apart.
 
 Fast paths, all opt-out and all checked against the plain path on the benchmark's own input:
 
@@ -52,7 +53,8 @@ if TYPE_CHECKING:
     from .training.engine import BatchPrep
 
 __all__ = ["benchmark", "BenchmarkReport", "BenchResult", "SideResult", "Variant", "gemm_peak_gflops",
-           "reference_model", "channels_last_default", "loop_overhead", "pipeline_throughput", "REFERENCE_NAMES"]
+           "reference_model", "channels_last_default", "paired_ratio", "loop_overhead", "pipeline_throughput",
+           "REFERENCE_NAMES"]
 
 MODES = ("train", "infer")
 
@@ -155,16 +157,29 @@ class BenchResult:
 
     @property
     def ratio(self) -> float | None:
-        return self.ours.images_per_s / self.theirs.images_per_s if self.theirs else None
+        """Ours / theirs in images per second, paired by round (see :func:`paired_ratio`)."""
+        return paired_ratio(self.ours, self.theirs) if self.theirs else None
 
     @property
     def ratio_same(self) -> float | None:
-        return self.ours.images_per_s / self.theirs_same.images_per_s if self.theirs_same else None
+        return paired_ratio(self.ours, self.theirs_same) if self.theirs_same else None
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["ratio"], d["ratio_same"] = self.ratio, self.ratio_same
         return d
+
+
+def paired_ratio(a: SideResult | dict, b: SideResult | dict) -> float:
+    """How many times faster ``a`` ran than ``b``: the median over rounds of b's time / a's time.
+
+    Each round times every net once, back to back, so the two times of a round saw the same load from
+    other processes; the median of the per-round ratios is much steadier on a busy machine than the ratio of
+    the two medians (which pairs runs minutes apart). Takes :class:`SideResult` s or their dicts.
+    """
+    ta = a["latency_ms_runs"] if isinstance(a, dict) else a.latency_ms_runs
+    tb = b["latency_ms_runs"] if isinstance(b, dict) else b.latency_ms_runs
+    return statistics.median(y / x for x, y in zip(ta, tb, strict=True))
 
 
 @dataclass
