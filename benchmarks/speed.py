@@ -37,7 +37,7 @@ from cnnzoo.benchmark import (  # noqa: E402
 NETS = ["resnet18", "resnet50", "vgg16_bn", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "googlenet"]
 TRAIN = {"batch_size": 32, "img_size": 64}
 INFER = {"batch_size": 8, "img_size": 224}  # batch 8 keeps VGG-16 at 224 within the time budget on 2 cores
-RUNS = {"vgg16_bn": 3, "resnet50": 3}  # the heaviest nets: fewer timed runs (default 5)
+RUNS: dict[str, int] = {}  # per-net timed runs where they should differ from --runs (5)
 BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
 TARGETS = {"train": 1.0, "train_aim": 1.15, "infer": 1.2, "loop": 1.1, "pipeline": 20.0}
 
@@ -86,8 +86,9 @@ def markdown(d: dict, command: str) -> str:
         "## Speed",
         "",
         f"Measured with `{command}` ({d['wall_s'] / 60:.1f} min) on {m['cpu']} ({m['cpu_count']} cores, "
-        f"{m['threads']} torch threads, {m['cpu_capability']}), torch {m['torch']}, torchvision "
-        f"{m.get('torchvision', '-')}; float32 GEMM peak {m['gemm_gflops']:.1f} GFLOP/s (measured at start). "
+        f"{m['threads']} torch thread{'s' if m['threads'] != 1 else ''}, {m['cpu_capability']}), torch {m['torch']}, "
+        f"torchvision "
+        f"{m.get('torchvision', '-')}; float32 GEMM peak {m['gemm_gflops']:.1f} GFLOP/s (best of 40 matmuls at start). "
         f"Load average {m['load_avg_1m']:.1f} at the start and {m['load_avg_1m_end']:.1f} at the end: other "
         "jobs shared the machine, so absolute images/s are noisy. **Every ratio is measured side by side in one "
         "process**: the nets are timed interleaved, in rounds (ours, theirs, theirs, ours, ...), after warm-up; "
@@ -152,12 +153,20 @@ def markdown(d: dict, command: str) -> str:
             f"{paired_ratio(o, tvs):.2f} | {o['gflops']:.1f} | {100 * o['peak_fraction']:.0f}% | "
             f"{_f(o['peak_mem_mb'], '.0f')} | {o['max_rel_diff']:.1e} |")
     cl_train = [n for n in NETS if channels_last_default(n, "train", "cpu")]
+    same = [paired_ratio(r["ours"], r["extra"]["ref_cl"] if r["ours"]["channels_last"] else r["theirs"])
+            for r in d["train"]] + [paired_ratio(r["ours"], r["theirs_same"]) for r in d["infer"]]
     lines += [
         "",
+        "Reading the figures: our nets and torchvision's run the same aten operations (docs/speed.md counts "
+        "them), so the *same* columns compare identical computations and their spread around 1.0 "
+        f"({min(same):.2f}-{max(same):.2f} in this run) is this run's measurement noise. In training, ours "
+        "beats torchvision as its users run it only where channels_last pays on this CPU; where it does not "
+        "(ResNet, VGG) the honest figure is 1.0 within that noise. In inference, folding BatchNorm and "
+        "channels_last both pay. `torch.compile` did not pay on this CPU (docs/speed.md), so it is opt-in.",
         "channels_last defaults on the CPU (`cnnzoo.benchmark.channels_last_default`, chosen from these "
-        f"measurements): inference on for every net above; training on for {', '.join(cl_train) or 'none'} "
-        "(the depthwise-convolution nets, where oneDNN's NHWC kernels win) and off for the others, where it was "
-        "slower. On CUDA channels_last is on for all.",
+        f"measurements and docs/speed.md's A/B runs): inference on for every net above; training on for "
+        f"{', '.join(cl_train) or 'none'} and off for the others, where it was slower or no faster. On CUDA "
+        "channels_last is on for all.",
     ]
     if "loop" in d:
         lp = d["loop"]
@@ -210,7 +219,7 @@ def write_section(path: Path, section: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nets", nargs="+", default=NETS)
-    p.add_argument("--runs", type=int, default=5, help="timed runs per net (VGG-16, ResNet-50: 3)")
+    p.add_argument("--runs", type=int, default=5, help="timed rounds per net (default 5)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's, = the cores)")
     p.add_argument("--skip-loop", action="store_true", help="skip the loop-overhead and pipeline figures")
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))

@@ -220,9 +220,10 @@ class BenchmarkReport:
                         f"{r.ratio_same:.2f}x" if r.ratio_same else "-"]
             rows.append(row)
         m = self.machine
-        head = (f"{m['device_name']}, {m['threads']} threads, torch {m['torch']}; float32 GEMM peak "
+        threads = f"{m['threads']} thread" + ("s" if m["threads"] != 1 else "")
+        head = (f"{m['device_name']}, {threads}, torch {m['torch']}; float32 GEMM peak "
                 f"{m['gemm_gflops']:.1f} GFLOP/s; median of {self.settings['runs']} runs after "
-                f"{self.settings['warmup']} warm-up" + (", interleaved with the reference" if vs else ""))
+                f"{self.settings['warmup']} warm-up batches" + (", interleaved with the reference" if vs else ""))
         return head + "\n" + fmt.table(rows, headers)
 
 
