@@ -176,3 +176,16 @@ def test_loop_overhead(data_dir, tmp_path):
     assert (r["model"], r["images"], r["batch_size"], r["img_size"]) == ("lenet5", 1024, 128, 28)
     assert r["ratio"] == pytest.approx(r["engine_s"] / r["bare_s"], rel=1e-3)
     assert 0.3 < r["ratio"] < 5  # sane, not a target: the target is measured in BENCHMARKS.md
+
+
+def test_users_own_net(tmp_path, capsys):
+    """A ``file.py:factory`` net: its class count comes from a shapes-only pass (labels stay in range)."""
+    f = tmp_path / "tiny.py"
+    f.write_text("import torch.nn as nn\n\ndef build():\n    return nn.Sequential(nn.Conv2d(3, 4, 3), "
+                 "nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 7))\n")
+    rep = benchmark(f"{f}:build", mode="both", batch_size=4, img_size=16, runs=2, warmup=1, threads=1)
+    train, infer = rep.results
+    assert train.macs_per_image == 4 * 27 * 14 * 14 + 4 * 7 and train.ours.images_per_s > 0
+    assert infer.ours.fused and infer.ours.max_rel_diff < 1e-5
+    assert main(["benchmark", f"{f}:build", "--vs", "torchvision"]) == 2
+    assert "your own net: drop --vs" in capsys.readouterr().err

@@ -637,6 +637,14 @@ def benchmark(
     names = [models] if isinstance(models, str) else list(models)
     if not names:
         raise CnnzooError("name at least one model to benchmark (cnnzoo list shows them)")
+    if vs is not None:
+        from .registry import resolve_name
+
+        for name in names:
+            if ":" in name and name.rpartition(":")[0].endswith(".py"):
+                raise CnnzooError(f"--vs pairs a registered net with its {vs} twin; {name} is your own net: "
+                                  f"drop --vs")
+            resolve_name(name)  # unknown names fail here, before anything is built
     if mode not in (*MODES, "both"):
         raise CnnzooError(f"unknown mode {mode!r}: use train, infer or both")
     if vs is not None and vs not in REFERENCE_NAMES:
@@ -688,6 +696,7 @@ def _bench_one(name: str, mode: str, batch: int, img_size: int | None, dev: torc
                warmup: int, runs: int, min_run_s: float, check: bool, measure_memory: bool,
                num_classes: int | None, peak: float, extra: Sequence[Variant] = ()) -> BenchResult:
     from .analysis import count_macs, default_input_size, resolve_model
+    from .analysis._common import shape_forward
 
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     torch.manual_seed(0)
@@ -695,7 +704,9 @@ def _bench_one(name: str, mode: str, batch: int, img_size: int | None, dev: torc
     label = getattr(ours, "cnnzoo_name", name)
     c, h, _ = default_input_size(ours)
     size = img_size or h
-    out_classes = getattr(ours, "default_cfg", {}).get("num_classes", num_classes or 1000)
+    out_classes = getattr(ours, "default_cfg", {}).get("num_classes")
+    if out_classes is None:  # a user's own net: its output width from a shapes-only forward pass
+        out_classes = int(_first(shape_forward(ours, (c, size, size), contextlib.nullcontext)).shape[-1])
     macs = count_macs(ours, (c, size, size))
     flops = 2 * macs * (3 if mode == "train" else 1)
     cl = channels_last_default(label, mode, dev) if channels_last is None else channels_last
