@@ -260,7 +260,7 @@ def plot_accuracy_vs_macs(rows: Sequence[dict], path: Path, title: str = "",
         ax.set_ylim(max(0.0, lo - 8), ys.max() + 0.2 * (ys.max() - lo) + 6)  # room above the best for labels
         ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= 100])
         _chance_line(ax, num_classes)
-        refs = [ref for ref in (1e5, 1e6, 1e7, 1e8) if ref <= pmax * 1.5]
+        refs = [ref for ref in (1e5, 1e6, 1e7, 1e8) if ref <= pmax * 1.5] or [float(pmax)]
         for ref in refs:  # legend bubbles for scale
             ax.scatter([], [], s=area(ref), color="grey", alpha=0.4, edgecolors="black", label=_short(ref))
         biggest = 2 * math.sqrt(area(max(refs or [1])) / math.pi)  # points
