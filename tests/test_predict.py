@@ -35,7 +35,7 @@ def pngs(tmp_path_factory: pytest.TempPathFactory, data_dir):
     labels = {}
     for i in range(N_IMAGES):
         stem = f"test{i:05d}"
-        Image.fromarray(test.images[i, 0].numpy(), mode="L").save(folder / f"{stem}.png")
+        Image.fromarray(test.images[i, 0].numpy()).save(folder / f"{stem}.png")
         labels[stem] = str(int(test.labels[i]))
     return folder, labels, test
 
@@ -77,8 +77,8 @@ def test_colour_and_larger_images_are_converted(mnist_ckpt, pngs, tmp_path) -> N
     base = {p.id: p for p in predict(mnist_ckpt, folder).predictions}
     for i in range(10):
         g = test.images[i, 0].numpy()
-        Image.fromarray(np.stack([g] * 3, axis=-1), mode="RGB").save(tmp_path / f"rgb{i}.png")
-        Image.fromarray(g, mode="L").resize((84, 84), Image.Resampling.NEAREST).save(tmp_path / f"big{i}.jpg",
+        Image.fromarray(np.stack([g] * 3, axis=-1)).save(tmp_path / f"rgb{i}.png")
+        Image.fromarray(g).resize((84, 84), Image.Resampling.NEAREST).save(tmp_path / f"big{i}.jpg",
                                                                                      quality=95)
     res = {p.id: p for p in predict(mnist_ckpt, tmp_path).predictions}
     for i in range(10):
