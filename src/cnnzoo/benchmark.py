@@ -798,7 +798,7 @@ def pipeline_throughput(dataset: str = "mnist", batch_size: int = 128, repeats: 
         for i in range(steps):
             s = slice(i * batch_size, (i + 1) * batch_size)
             idx = perm[s]
-            xb, yb = prep(x[idx], dy[s], dx[s], flip[s]), y[idx]
+            xb, yb = prep(x.index_select(0, idx), dy[s], dx[s], flip[s]), y.index_select(0, idx)
         _sync(dev)
         times.append(time.perf_counter() - t)
     t_med = statistics.median(times)
