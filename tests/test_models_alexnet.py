@@ -121,3 +121,33 @@ def test_load_pretrained_torchvision_checkpoint(tmp_path):
     with torch.no_grad():
         out = ours(torch.randn(1, 3, 224, 224))  # default size, float32
     assert out.shape == (1, 10) and torch.isfinite(out).all()
+
+
+def test_alexnet_cifar_as_zhang_et_al_2017():
+    """The small AlexNet of "Understanding deep learning requires rethinking generalization": 1,387,786
+    parameters on 28x28 CIFAR-10 crops (their Table 1); two 5x5x64 conv + 3x3/2 pool + LRN modules
+    (28 -> 14 -> 7), then FC 384, 192, 10."""
+    info = cnnzoo.model_info("alexnet_cifar")
+    m = cnnzoo.create_model("alexnet_cifar").eval()
+    assert _params(m) == info.params == 1_387_786
+    assert info.input_size == (3, 28, 28) and info.num_classes == 10
+    assert _macs(m, (3, 28, 28)) == info.macs == 28 * 28 * 64 * 75 + 14 * 14 * 64 * 1600 + 3136 * 384 + 384 * 192 + 1920
+    shapes = []
+    x = torch.randn(1, 3, 28, 28)
+    with torch.no_grad():
+        for layer in m.features:
+            x = layer(x)
+            if isinstance(layer, nn.LocalResponseNorm):
+                shapes.append(tuple(x.shape[1:]))
+    assert shapes == [(64, 14, 14), (64, 7, 7)]
+    assert [lin.out_features for lin in m.classifier if isinstance(lin, nn.Linear)] == [384, 192, 10]
+
+
+def test_alexnet_cifar_lrn_is_tensorflows():
+    """TensorFlow's local_response_normalization(depth_radius=4, bias=1, alpha=0.001/9, beta=0.75), by hand."""
+    lrn = next(mod for mod in cnnzoo.create_model("alexnet_cifar").features if isinstance(mod, nn.LocalResponseNorm))
+    a = torch.randn(2, 64, 3, 3, dtype=torch.float64) * 3
+    sq = torch.nn.functional.pad(a * a, (0, 0, 0, 0, 4, 4))
+    sqr_sum = torch.stack([sq[:, c:c + 9].sum(1) for c in range(64)], 1)
+    expected = a / (1.0 + 0.001 / 9 * sqr_sum) ** 0.75
+    assert torch.allclose(lrn(a), expected, rtol=1e-12, atol=0)

@@ -105,3 +105,45 @@ def test_vgg11_default_size_min_size_and_init():
     with torch.no_grad():
         assert abs(conv.weight.std().item() / expected - 1) < 0.01 and conv.bias.abs().max() == 0
         assert abs(m.classifier[0].weight.std().item() - 0.01) < 1e-4
+
+
+# ----------------------------------------------------------------------------- small-image forms
+def _vgg_cifar_params(cfg: list[int | str], num_classes: int = 10, in_chans: int = 3) -> int:
+    """Counted from the table by hand: 3x3 conv weights + bias + BN scale/shift, then one linear layer."""
+    total, ch = 0, in_chans
+    for v in cfg:
+        if v != "M":
+            total += 9 * ch * v + v + 2 * v
+            ch = v
+    return total + ch * num_classes + num_classes
+
+
+@pytest.mark.parametrize("name,cfg", [("vgg11_bn_cifar", "A"), ("vgg13_bn_cifar", "B"),
+                                      ("vgg16_bn_cifar", "D"), ("vgg19_bn_cifar", "E")])
+def test_vgg_cifar_params_from_the_table(name, cfg):
+    info = cnnzoo.model_info(name)
+    assert info.params == _vgg_cifar_params(CFGS[cfg]) and info.input_size == (3, 32, 32)
+    assert info.min_size == 32 and info.num_classes == 10
+
+
+def test_vgg_cifar_published_counts():
+    # pytorch-cifar's VGG16: 14,728,266; Network Slimming (Liu et al. 2017, Table 1) VGGNet on CIFAR-10: 20.04M
+    assert cnnzoo.model_info("vgg16_bn_cifar").params == 14_728_266
+    assert round(cnnzoo.model_info("vgg19_bn_cifar").params / 1e6, 2) == 20.04
+
+
+def test_vgg_cifar_conv_stack_is_torchvisions():
+    """The small-image form keeps the ImageNet conv stack: torchvision's vgg11_bn features load strictly and
+    give the same 1x1x512 map at 32x32; the head is a single linear layer on it."""
+    torch.manual_seed(0)
+    theirs = torchvision.models.vgg11_bn().features.eval()
+    ours = cnnzoo.create_model("vgg11_bn_cifar").eval()
+    ours.features.load_state_dict(theirs.state_dict(), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        f = ours.features(x)
+        assert f.shape == (2, 512, 1, 1)
+        assert torch.equal(f, theirs(x))
+        expected = f.flatten(1) @ ours.classifier.weight.T + ours.classifier.bias
+        assert torch.allclose(ours(x), expected, atol=1e-6)
+    assert isinstance(ours.classifier, nn.Linear) and ours.classifier.in_features == 512

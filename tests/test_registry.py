@@ -27,7 +27,10 @@ def test_names_are_case_and_dash_insensitive():
 
 def test_list_models_filters_with_shell_patterns():
     names = cnnzoo.list_models("vgg*")
-    assert names == ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
+    assert names == ["vgg11", "vgg11_bn", "vgg11_bn_cifar", "vgg13", "vgg13_bn", "vgg13_bn_cifar", "vgg16",
+                     "vgg16_bn", "vgg16_bn_cifar", "vgg19", "vgg19_bn", "vgg19_bn_cifar"]
+    assert cnnzoo.list_models("vgg*_cifar") == ["vgg11_bn_cifar", "vgg13_bn_cifar", "vgg16_bn_cifar",
+                                                "vgg19_bn_cifar"]
     assert "resnet50b" not in cnnzoo.list_models("resnet50*")
     assert "resnet50b" in cnnzoo.list_models("resnet50*", include_aliases=True)
 

@@ -8,6 +8,12 @@
   conv1 and conv2, overlapping 3x3/2 max pooling, dropout 0.5 in the first two FC layers. The paper trained
   on two GPUs, each holding half of every layer; conv2, conv4 and conv5 only see the half on their own GPU,
   which is exactly a grouped convolution with ``groups=2`` (conv3 and the FC layers see both halves).
+- ``alexnet_cifar``: the "small AlexNet" that Zhang et al. 2017 ("Understanding deep learning requires
+  rethinking generalization", appendix A) train on 28x28 CIFAR-10 crops, from the cuda-convnet /
+  TensorFlow CIFAR-10 tutorial lineage: two modules of 5x5 conv (64) -> ReLU -> 3x3/2 max pool ->
+  local response normalisation, then FC 384, FC 192 and the classifier; 1,387,786 parameters (their
+  Table 1). The pools pad 1 on each side where TensorFlow's SAME pads 0/1, so windows sit one pixel
+  earlier; the map sizes (28 -> 14 -> 7) and parameters are the paper's.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from torch import Tensor, nn
 
 from ..registry import register_model
 
-__all__ = ["AlexNet", "ConvRow", "ALEXNET", "ALEXNET_2012", "paper_lrn"]
+__all__ = ["AlexNet", "AlexNetCifar", "ConvRow", "ALEXNET", "ALEXNET_2012", "paper_lrn"]
 
 
 @dataclass(frozen=True)
@@ -141,3 +147,42 @@ def alexnet_paper(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> AlexN
     """The 2012 paper's AlexNet with its initialisation (``paper_init=False`` for PyTorch's default)."""
     kwargs.setdefault("paper_init", True)
     return AlexNet(ALEXNET_2012, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+class AlexNetCifar(nn.Module):
+    """Zhang et al. 2017's small AlexNet: 2 x (conv 5x5 -> ReLU -> max pool 3x3/2 -> LRN), FC 384-192-classes.
+
+    A 7x7 adaptive average pool (an identity at the paper's 28x28) lets other sizes reach the FC layers, as
+    torchvision's AlexNet does at 6x6. LRN as the TensorFlow tutorial: radius 4, bias 1, alpha 0.001/9.
+    """
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, width: int = 64) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        ch = in_chans
+        for _ in range(2):
+            layers += [nn.Conv2d(ch, width, 5, padding=2), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(kernel_size=3, stride=2, padding=1), paper_lrn(n=9, k=1.0, alpha=0.001 / 9)]
+            ch = width
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(
+            nn.Linear(ch * 7 * 7, 384), nn.ReLU(inplace=True),
+            nn.Linear(384, 192), nn.ReLU(inplace=True),
+            nn.Linear(192, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+@register_model(
+    "alexnet_cifar", family="alexnet", input_size=(3, 28, 28), min_size=4, num_classes=10, params=1_387_786,
+    macs=25_113_472,
+    paper="Understanding deep learning requires rethinking generalization (Zhang et al.)", year=2017,
+    notes="the paper's small AlexNet for 28x28 CIFAR-10 crops (two 5x5 conv + pool + LRN modules, FC 384-192);"
+          " a 7x7 adaptive pool (identity at 28) lets other sizes reach the FC layers")
+def alexnet_cifar(num_classes: int = 10, in_chans: int = 3, **kwargs) -> AlexNetCifar:
+    """The small AlexNet of Zhang et al. 2017 for 28x28 input."""
+    return AlexNetCifar(num_classes=num_classes, in_chans=in_chans, **kwargs)
