@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="epochs per model (default: 3 on digits, else the recipe's)")
     p.add_argument("--budget-minutes", type=float, help="the same wall-clock budget per model, in minutes")
     p.add_argument("--img-size", type=int,
-                   help="image size (default: 16 on digits, else the data set's); each model is raised "
+                   help="image size (default: 8 on digits, else the data set's); each model is raised "
                         "to its minimum input")
     p.add_argument("--batch-size", type=int, help="batch size (default: the data set's recipe)")
     p.add_argument("--lr", type=float, help="learning rate (default: the data set's recipe)")
