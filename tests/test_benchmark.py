@@ -174,7 +174,8 @@ def test_pipeline_throughput(data_dir):
 def test_loop_overhead(data_dir, tmp_path):
     r = loop_overhead("lenet5", "mnist", repeats=1, subset=1024, data_dir=data_dir)
     assert (r["model"], r["images"], r["batch_size"], r["img_size"]) == ("lenet5", 1024, 128, 28)
-    assert r["ratio"] == pytest.approx(r["engine_s"] / r["bare_s"], rel=1e-3)
+    # times are rounded to 0.1 ms; on a 1024-image subset (~30 ms) that moves their quotient by up to ~3e-3
+    assert r["ratio"] == pytest.approx(r["engine_s"] / r["bare_s"], rel=5e-3)
     assert 0.3 < r["ratio"] < 5  # sane, not a target: the target is measured in BENCHMARKS.md
 
 

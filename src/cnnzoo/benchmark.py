@@ -899,8 +899,8 @@ def loop_overhead(model: str = "lenet5", dataset: str = "mnist", repeats: int = 
                 eng.append(engine(tmp, r))
     e, b = statistics.median(eng), statistics.median(bar)
     return {"model": name, "dataset": ds.name, "images": steps * batch, "batch_size": batch, "img_size": size,
-            "engine_s": round(e, 3), "bare_s": round(b, 3), "ratio": round(e / b, 4),
-            "engine_s_runs": [round(v, 3) for v in eng], "bare_s_runs": [round(v, 3) for v in bar],
+            "engine_s": round(e, 4), "bare_s": round(b, 4), "ratio": round(e / b, 4),
+            "engine_s_runs": [round(v, 4) for v in eng], "bare_s_runs": [round(v, 4) for v in bar],
             "plan_s": round(plan_s, 4), "bare_images_per_s": round(steps * batch / b, 1),
             "engine_images_per_s": round(steps * batch / e, 1), "device": str(dev),
             "threads": torch.get_num_threads()}
