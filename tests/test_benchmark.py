@@ -176,7 +176,9 @@ def test_loop_overhead(data_dir, tmp_path):
     assert (r["model"], r["images"], r["batch_size"], r["img_size"]) == ("lenet5", 1024, 128, 28)
     # times are rounded to 0.1 ms; on a 1024-image subset (~30 ms) that moves their quotient by up to ~3e-3
     assert r["ratio"] == pytest.approx(r["engine_s"] / r["bare_s"], rel=5e-3)
-    assert 0.3 < r["ratio"] < 5  # sane, not a target: the target is measured in BENCHMARKS.md
+    # same order of magnitude, not a target (BENCHMARKS.md measures that): one 30 ms sample each, and CI
+    # runs this beside other tests, where a single stall moved the ratio to 0.14 or 1.43
+    assert r["engine_s"] > 0 and r["bare_s"] > 0 and 0.02 < r["ratio"] < 50
 
 
 def test_users_own_net(tmp_path, capsys):
