@@ -129,3 +129,87 @@ def test_fuse_leaves_batch_statistics_bn_alone() -> None:
     assert find_conv_bn_pairs(model) == []
     fused = fuse(model)
     assert isinstance(fused[1], nn.BatchNorm2d)
+
+
+# --- fuse_activations: activations and residual adds inside the conv kernel (oneDNN, CPU inference) ---
+
+# (name, size, convs fused): the counts follow from each paper's block diagram, e.g. ResNet-18: stem conv +
+# 8 blocks x (conv1 -> ReLU, conv2 -> + identity -> ReLU) = 17 (the 3 downsample convs feed the add as the
+# other operand); MobileNetV2: stem, 16 expands, 17 depthwise, 10 projections with a residual, the last conv
+ACT_ZOO = [("resnet18", 32, 17), ("resnet50", 32, 49), ("mobilenet_v2", 32, 45), ("efficientnet_b0", 32, 74),
+           ("mobilenet_v3_large", 32, 49), ("googlenet", 32, 57), ("vgg11_bn", 32, 8), ("resnet20_cifar", 32, 19)]
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs PyTorch's oneDNN (mkldnn)")
+@pytest.mark.parametrize("name,size,count", ACT_ZOO)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fuse_activations_zoo(name: str, size: int, count: int, channels_last: bool) -> None:
+    torch.manual_seed(0)
+    model = _randomise_bn(cnnzoo.create_model(name, num_classes=10))
+    x = torch.randn(2, 3, size, size)
+    fused = cnnzoo.fuse_activations(fuse(model))
+    assert fused.fused_activations == count
+    assert sum(isinstance(m, cnnzoo.fuse.ConvPointwise2d) for m in fused.modules()) == count
+    if channels_last:
+        fused, x = fused.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        ref, out = model(x), fused(x)
+    rel = ((ref - out).abs().max() / ref.abs().max()).item()
+    assert rel < 1e-5, f"logits differ by {rel:.2e} (relative)"
+    assert fused.cnnzoo_name == name  # attributes and the input-size hook survive
+    with pytest.raises(cnnzoo.InputSizeError):
+        fused(torch.randn(1, 2, size, size))
+
+
+def test_fuse_activations_every_post_op_and_the_plain_fallback() -> None:
+    """Each activation kind, an add with and without one after it; autograd takes the plain ops."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            acts = [nn.ReLU(), nn.ReLU6(inplace=True), nn.SiLU(), nn.Hardswish(), nn.Sigmoid(), nn.Tanh(),
+                    nn.GELU(), nn.Hardtanh(-0.5, 0.5)]
+            self.convs = nn.ModuleList(nn.Conv2d(8, 8, 3, padding=1, groups=g) for g in (1, 2) * 4)
+            self.acts = nn.ModuleList(acts)
+            self.res = nn.Conv2d(8, 8, 1)
+            self.fconv = nn.Conv2d(8, 8, 3, padding=1)
+            self.shared = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+            self.down = nn.AvgPool2d(2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for conv, act in zip(self.convs, self.acts, strict=True):
+                x = act(conv(x))
+            x = self.res(x) + x  # an add with no activation after it
+            y = torch.nn.functional.silu(self.fconv(x))  # a functional activation
+            z = torch.relu(self.down(x) + self.shared(x)) + self.shared(x)  # a conv called twice: left alone
+            return z + y.mean()
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    x = torch.randn(2, 8, 16, 16)
+    fused = cnnzoo.fuse_activations(net)
+    assert fused.fused_activations == 8 + 1 + 1  # the 8 act convs, res + x, fconv; not shared
+    with torch.inference_mode():
+        assert torch.allclose(fused(x), net(x), rtol=1e-5, atol=1e-6)
+    xg = x.clone().requires_grad_()
+    fused(xg).sum().backward()  # training-style call: plain conv + add + act, same gradients
+    xr = x.clone().requires_grad_()
+    net(xr).sum().backward()
+    assert torch.allclose(xg.grad, xr.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_fuse_activations_leaves_untraceable_models_alone() -> None:
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.conv(x)) if x.sum() > 0 else self.conv(x)  # data-dependent: fx fails
+
+    net = Branchy()
+    out = cnnzoo.fuse_activations(net)
+    assert out is not net and isinstance(out.conv, nn.Conv2d) and not hasattr(out, "fused_activations")
+    x = torch.rand(1, 3, 8, 8)
+    with torch.inference_mode():
+        assert torch.equal(out(x), net(x))

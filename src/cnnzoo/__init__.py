@@ -29,6 +29,7 @@ _LAZY = {
     "predict": "cnnzoo.predict",
     "export": "cnnzoo.export",
     "fuse": "cnnzoo.fuse",
+    "fuse_activations": "cnnzoo.fuse",
     "benchmark": "cnnzoo.benchmark",
 }
 

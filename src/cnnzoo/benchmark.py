@@ -10,7 +10,8 @@ nets' times within a round (:func:`paired_ratio`), not the ratio of two medians 
 Fast paths, all opt-out and all checked against the plain path on the benchmark's own input:
 
 - inference: eval mode, ``torch.inference_mode``, BatchNorm folded into the convolutions
-  (:func:`cnnzoo.fuse`), channels_last memory format where it pays on this kind of device;
+  (:func:`cnnzoo.fuse`) and, on the CPU, activations and residual adds run inside the conv kernels
+  (:func:`cnnzoo.fuse_activations`), channels_last memory format where it pays on this kind of device;
 - training: channels_last where it pays, ``zero_grad(set_to_none=True)``;
 - CUDA: bf16 autocast, channels_last, ``cudnn.benchmark``, the batch copied once from pinned memory;
 - ``compile=True``: ``torch.compile`` (opt-in: on this 2-core CPU it did not pay for training).
@@ -492,8 +493,11 @@ def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Te
                 ref = _first(model(xc)).clone()
         if fuse:
             from .fuse import fuse as fold
+            from .fuse import fuse_activations
 
             model = fold(model, inplace=True)
+            if dev.type == "cpu" and not compile:  # Inductor fuses on its own
+                model = fuse_activations(model, inplace=True)
     else:
         model.train()
         if check and (channels_last or compile):
@@ -624,7 +628,8 @@ def benchmark(
         vs_settings: how the reference runs: ``"default"`` as its users run it (eval, unfused, contiguous),
             ``"same"`` with our fast paths applied to it too (like for like), ``"both"``.
         channels_last: ``None``: per net, where it was measured to pay (:func:`channels_last_default`).
-        fuse: fold BatchNorm into convolutions for inference (:func:`cnnzoo.fuse`).
+        fuse: fold BatchNorm into convolutions for inference (:func:`cnnzoo.fuse`) and, on the CPU, run
+            activations and residual adds inside the conv kernels (:func:`cnnzoo.fuse_activations`).
         compile: ``torch.compile`` our net (compile time is reported, not timed).
         amp: bf16 autocast (CUDA only; default on there), applied to both sides.
         runs / warmup: timed runs (median reported) and untimed warm-up batches per net.

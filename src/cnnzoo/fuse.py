@@ -21,16 +21,19 @@ input-size check) and attributes, so it is a drop-in replacement for inference a
 from __future__ import annotations
 
 import copy
+import operator
 import warnings
 
 import torch
+import torch.fx
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
 from ._callable import make_module_callable as _make_callable
 
-__all__ = ["fuse", "find_conv_bn_pairs"]
+__all__ = ["fuse", "find_conv_bn_pairs", "fuse_activations", "ConvPointwise2d"]
 
 Pair = tuple[str, str]  # (qualified name of the conv/linear, qualified name of the BatchNorm it feeds)
 
@@ -213,6 +216,181 @@ def fuse(model: nn.Module, inplace: bool = False, example_input: Tensor | None =
     except (AttributeError, TypeError):  # a module that forbids new attributes: the fold still happened
         warnings.warn("could not record fused_pairs on the model", stacklevel=2)
     return out
+
+# --- activations and residual adds inside the convolution (oneDNN, CPU inference) ---------------------------
+
+_P = getattr(torch.ops.mkldnn, "_convolution_pointwise", None) if hasattr(torch.ops, "mkldnn") else None
+Act = tuple[str, list[float], str | None]  # oneDNN post-op: name, scalars, algorithm
+
+
+def _act_of(node: torch.fx.Node, modules: dict[str, nn.Module]) -> Act | None:
+    """The oneDNN post-op that computes ``node`` from its single tensor input, or None."""
+    if node.op == "call_module":
+        m = modules.get(str(node.target))
+        if isinstance(m, nn.ReLU):
+            return "relu", [], None
+        if isinstance(m, nn.Hardtanh):  # ReLU6 included
+            return "hardtanh", [float(m.min_val), float(m.max_val)], None
+        if isinstance(m, nn.SiLU):
+            return "swish", [], None
+        if isinstance(m, nn.Hardswish):
+            return "hardswish", [], None
+        if isinstance(m, nn.Sigmoid):
+            return "sigmoid", [], None
+        if isinstance(m, nn.Tanh):
+            return "tanh", [], None
+        if isinstance(m, nn.GELU):
+            return "gelu", [], m.approximate
+        return None
+    if node.op != "call_function" or len(node.args) != 1 or set(node.kwargs) - {"inplace"}:
+        return None
+    f = node.target
+    if f in (F.relu, torch.relu):
+        return "relu", [], None
+    if f is F.relu6:
+        return "hardtanh", [0.0, 6.0], None
+    if f is F.silu:
+        return "swish", [], None
+    if f is F.hardswish:
+        return "hardswish", [], None
+    if f in (torch.sigmoid, F.sigmoid):
+        return "sigmoid", [], None
+    if f in (torch.tanh, F.tanh):
+        return "tanh", [], None
+    return None
+
+
+def _act_module(act: Act) -> nn.Module:
+    name, sc, alg = act
+    return {"relu": nn.ReLU, "swish": nn.SiLU, "hardswish": nn.Hardswish, "sigmoid": nn.Sigmoid,
+            "tanh": nn.Tanh}[name]() if name not in ("hardtanh", "gelu") else (
+        nn.Hardtanh(sc[0], sc[1]) if name == "hardtanh" else nn.GELU(approximate=alg or "none"))
+
+
+class ConvPointwise2d(nn.Conv2d):
+    """An ``nn.Conv2d`` followed by ``+ other`` (a residual) and/or an activation, run as one oneDNN kernel.
+
+    The add and the activation are applied to the conv's output while it is still in cache instead of in
+    separate passes over memory (what Inductor's CPU fusion does). Same parameters and state-dict keys as
+    the conv it replaces. The fused kernel runs for float32 CPU inference; anything else (autograd,
+    autocast, CUDA, other dtypes) runs the plain ops, so the module computes the same function everywhere.
+    """
+
+    def __init__(self, conv: nn.Conv2d, act: Act | None, residual: bool) -> None:
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                         conv.dilation, conv.groups, conv.bias is not None, device="meta")
+        self.weight, self.bias = conv.weight, conv.bias
+        self.act_name, self.act_scalars, self.act_algorithm = act if act else (None, [], None)
+        self.residual = residual
+        self.act = _act_module(act) if act else nn.Identity()
+
+    def _fast(self, x: Tensor, other: Tensor | None) -> bool:
+        w = self.weight
+        if not (x.device.type == "cpu" and x.dtype == w.dtype == torch.float32 and x.dim() == 4
+                and w.device.type == "cpu" and not torch.is_autocast_enabled("cpu")):
+            return False
+        if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad
+                                        or (other is not None and other.requires_grad)):
+            return False
+        if other is None:
+            return True
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        n, _, h, wd = x.shape
+        out = (n, self.out_channels, (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1,
+               (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+        return other.dtype == x.dtype and other.device == x.device and tuple(other.shape) == out
+
+    def forward(self, x: Tensor, other: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        if _P is not None and self._fast(x, other):
+            if other is None:
+                return _P(x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
+                          self.act_name, self.act_scalars, self.act_algorithm or "")
+            return _P.binary(x, other, self.weight, self.bias, self.padding, self.stride, self.dilation,
+                             self.groups, "add", None, self.act_name, self.act_scalars, self.act_algorithm)
+        y = self._conv_forward(x, self.weight, self.bias)
+        return self.act(y if other is None else y + other)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", + residual" if self.residual else "") + (
+            f", {self.act_name}" if self.act_name else "")
+
+
+def _fusable_conv(m: nn.Module | None) -> bool:
+    return (type(m) is nn.Conv2d and m.padding_mode == "zeros" and not isinstance(m.padding, str)
+            and len(m.kernel_size) == 2)
+
+
+def fuse_activations(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """Run each conv's activation, and a residual add before it, inside the conv's oneDNN kernel.
+
+    For CPU inference, after :func:`fuse` has folded BatchNorm: a conv whose only reader is an activation
+    (ReLU, ReLU6/Hardtanh, SiLU, Hardswish, Sigmoid, Tanh, GELU), or an add of another tensor of the same
+    shape (optionally followed by an activation), becomes one :class:`ConvPointwise2d`. The patterns are
+    read from a ``torch.fx`` trace, so this works for any traceable ``nn.Module``; a model fx cannot trace,
+    or a PyTorch without oneDNN, is returned unchanged. The result is a ``torch.fx.GraphModule`` in eval
+    mode that keeps the model's forward pre-hooks (cnnzoo's input-size check); ``fused_activations``
+    counts the fused convs. Outputs equal the unfused model's to float rounding (oneDNN's own kernels).
+    """
+    from torch.fx import GraphModule, symbolic_trace
+
+    src = model if inplace else copy.deepcopy(model)
+    src.eval()
+    if _P is None or not torch.backends.mkldnn.is_available():
+        return src
+    try:
+        gm = symbolic_trace(src)
+    except Exception:  # fx raises many types on untraceable code: nothing fused
+        return src
+    graph, mods = gm.graph, dict(gm.named_modules())
+    for n in list(graph.nodes):  # folded BatchNorms are Identity: look through them
+        if n.op == "call_module" and type(mods.get(str(n.target))) is nn.Identity and len(n.args) == 1:
+            n.replace_all_uses_with(n.args[0])
+            graph.erase_node(n)
+    calls: dict[str, int] = {}  # a conv called from several places keeps its plain form
+    for n in graph.nodes:
+        if n.op == "call_module":
+            calls[str(n.target)] = calls.get(str(n.target), 0) + 1
+    count = 0
+    for n in list(graph.nodes):
+        if (n.op != "call_module" or not _fusable_conv(mods.get(str(n.target))) or len(n.users) != 1
+                or calls[str(n.target)] != 1):
+            continue
+        u = next(iter(n.users))
+        act, other, drop = _act_of(u, mods), None, [u]
+        if act is None:
+            if not (u.op == "call_function" and u.target in (operator.add, operator.iadd, torch.add)
+                    and len(u.args) == 2 and not u.kwargs):
+                continue
+            other = u.args[1] if u.args[0] is n else u.args[0]
+            if not isinstance(other, torch.fx.Node) or other is n or (u.target is operator.iadd
+                                                                     and u.args[0] is not n):
+                continue
+            if len(u.users) == 1:
+                act = _act_of(next(iter(u.users)), mods)
+                if act is not None:
+                    drop.append(next(iter(u.users)))
+        conv = mods[str(n.target)]
+        parent_name, _, child = str(n.target).rpartition(".")
+        setattr(gm.get_submodule(parent_name) if parent_name else gm, child,
+                ConvPointwise2d(conv, act, other is not None))
+        with graph.inserting_before(u):
+            new = graph.call_module(str(n.target), (n.args[0],) if other is None else (n.args[0], other))
+        drop[-1].replace_all_uses_with(new)
+        for d in reversed(drop):
+            graph.erase_node(d)
+        graph.erase_node(n)
+        count += 1
+    graph.lint()
+    gm.recompile()
+    out: GraphModule = gm
+    for k, v in vars(src).items():  # plain attributes (default_cfg, num_classes, fused_pairs, ...)
+        if not k.startswith("_") and k not in vars(out) and k != "training":
+            setattr(out, k, v)
+    for hook in src._forward_pre_hooks.values():
+        out.register_forward_pre_hook(hook)
+    out.fused_activations = count  # type: ignore[assignment]
+    return out.eval()
+
 
 # `cnnzoo.fuse(...)` also works after `import cnnzoo.fuse` (see cnnzoo._callable)
 _make_callable(__name__, "fuse")

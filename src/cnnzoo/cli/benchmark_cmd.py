@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: per net, where it was measured to pay)")
     p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
-                   help="fold BatchNorm into convolutions for inference (default: on)")
+                   help="fold BatchNorm into convolutions for inference and, on the CPU, run activations "
+                   "and residual adds inside the conv kernels (default: on)")
     p.add_argument("--compile", action="store_true", help="torch.compile our net (compile time not timed)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast on CUDA, both sides (default: on with CUDA)")
