@@ -66,7 +66,9 @@ def run(args: argparse.Namespace) -> dict:
     for name in args.nets:
         runs = RUNS.get(name, args.runs)
         r = benchmark(name, mode="infer", vs="torchvision", vs_settings="both", runs=runs, warmup=2,
-                      extra=[Variant("ref_fused", fuse=True, channels_last=False)], **INFER)
+                      extra=[Variant("ref_fused", fuse=True, channels_last=False),
+                             Variant("ours_bn_fold", impl="cnnzoo", fuse=True, fuse_act=False,
+                                     channels_last=channels_last_default(name, "infer", "cpu"))], **INFER)
         out["infer"].append(r.results[0].to_dict())
         log(r.table().splitlines()[-1], flush=True)
     if not args.skip_loop:
@@ -132,24 +134,28 @@ def markdown(d: dict, command: str) -> str:
         f"### Inference: batch {t['batch_size']}, {t['img_size']}x{t['img_size']} (target ours fused / "
         f"torchvision eval >= {TARGETS['infer']})",
         "",
-        "*ours*: eval, `torch.inference_mode`, BatchNorm folded (`cnnzoo.fuse`), channels_last; *tv*: "
-        "torchvision eval, unfused, contiguous (also under `inference_mode`); *tv fused*: torchvision folded by "
-        "`cnnzoo.fuse`, contiguous; *tv fused cl*: with all our fast paths. So *tv fused / tv* is what folding "
-        "BatchNorm does, *tv fused cl / tv fused* what channels_last adds, and *ours / tv fused cl* compares "
-        "the same computation. *max rel diff*: our fast path's logits vs our plain eval logits on the "
-        "benchmark's input (largest difference / largest logit).",
+        "*ours*: eval, `torch.inference_mode`, BatchNorm folded (`cnnzoo.fuse`), each conv's activation and "
+        "residual add run inside its oneDNN kernel (`cnnzoo.fuse_activations`), channels_last; *tv*: "
+        "torchvision eval, unfused, contiguous (also under `inference_mode`); *tv fused*: torchvision with both "
+        "folds, contiguous; *tv fused cl*: with all our fast paths. So *tv fused / tv* is what the folds do, "
+        "*tv fused cl / tv fused* what channels_last adds, *ours / ours BN fold only* what "
+        "`fuse_activations` adds, and *ours / tv fused cl* compares the same computation. *max rel diff*: "
+        "our fast path's logits vs our plain eval logits on the benchmark's input (largest difference / "
+        "largest logit).",
         "",
         "| net | ours img/s | ms/batch | tv img/s | **ours / tv** | >= 1.2 | tv fused / tv | tv fused cl / tv fused "
-        "| ours / tv fused cl | GFLOP/s | of peak | peak MB | max rel diff |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| ours / ours BN fold only | ours / tv fused cl | GFLOP/s | of peak | peak MB | max rel diff |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in d["infer"]:
         o, tv, tvs, tvf = r["ours"], r["theirs"], r["theirs_same"], r["extra"]["ref_fused"]
+        bn = r["extra"].get("ours_bn_fold")
         ratio = paired_ratio(o, tv)
         lines.append(
             f"| {r['model']} | {o['images_per_s']:.1f} | {o['latency_ms']:.0f} | {tv['images_per_s']:.1f} | "
             f"**{ratio:.2f}** | {_mark(ratio >= TARGETS['infer'])} | "
             f"{paired_ratio(tvf, tv):.2f} | {paired_ratio(tvs, tvf):.2f} | "
+            f"{_f(paired_ratio(o, bn) if bn else None, '.2f')} | "
             f"{paired_ratio(o, tvs):.2f} | {o['gflops']:.1f} | {100 * o['peak_fraction']:.0f}% | "
             f"{_f(o['peak_mem_mb'], '.0f')} | {o['max_rel_diff']:.1e} |")
     cl_train = [n for n in NETS if channels_last_default(n, "train", "cpu")]
@@ -161,8 +167,9 @@ def markdown(d: dict, command: str) -> str:
         "them), so the *same* columns compare identical computations and their spread around 1.0 "
         f"({min(same):.2f}-{max(same):.2f} in this run) is this run's measurement noise. In training, ours "
         "beats torchvision as its users run it only where channels_last pays on this CPU; where it does not "
-        "(ResNet, VGG) the honest figure is 1.0 within that noise. In inference, folding BatchNorm and "
-        "channels_last both pay. `torch.compile` did not pay on this CPU (docs/speed.md), so it is opt-in.",
+        "(ResNet, VGG) the honest figure is 1.0 within that noise. In inference, folding BatchNorm, running "
+        "activations and residual adds inside the conv kernels, and channels_last all pay. `torch.compile` "
+        "did not pay on this CPU (docs/speed.md), so it is opt-in.",
         "channels_last defaults on the CPU (`cnnzoo.benchmark.channels_last_default`, chosen from these "
         f"measurements and docs/speed.md's A/B runs): inference on for every net above; training on for "
         f"{', '.join(cl_train) or 'none'} and off for the others, where it was slower or no faster. On CUDA "

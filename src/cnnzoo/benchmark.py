@@ -137,6 +137,7 @@ class Variant:
     impl: str = "ref"
     channels_last: bool = False
     fuse: bool = False
+    fuse_act: bool = True  # with fuse on a CPU: also cnnzoo.fuse_activations (False: BatchNorm folding only)
 
 
 @dataclass
@@ -481,7 +482,8 @@ class _Side:
 
 
 def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Tensor, dev: torch.device,
-             channels_last: bool, fuse: bool, compile: bool, amp: bool, check: bool) -> _Side:
+             channels_last: bool, fuse: bool, compile: bool, amp: bool, check: bool,
+             fuse_act: bool = True) -> _Side:
     """Apply the fast paths to ``model``, check them against the plain path, return its timed step."""
     model.to(dev)
     xc = x[: min(4, x.shape[0])]
@@ -496,7 +498,7 @@ def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Te
             from .fuse import fuse_activations
 
             model = fold(model, inplace=True)
-            if dev.type == "cpu" and not compile:  # Inductor fuses on its own
+            if fuse_act and dev.type == "cpu" and not compile:  # Inductor fuses on its own
                 model = fuse_activations(model, inplace=True)
     else:
         model.train()
@@ -738,7 +740,8 @@ def _bench_one(name: str, mode: str, batch: int, img_size: int | None, dev: torc
             impl, (ref_name, ref) = vs, reference_model(label, vs, out_classes)
         else:
             raise CnnzooError(f"variant {v.label!r}: impl must be 'cnnzoo', or 'ref' together with vs")
-        sides.append(_prepare(impl, ref_name, ref, mode, x, y, dev, v.channels_last, v.fuse, False, amp, check))
+        sides.append(_prepare(impl, ref_name, ref, mode, x, y, dev, v.channels_last, v.fuse, False, amp, check,
+                              v.fuse_act))
     _run_sides(sides, dev, warmup, runs, min_run_s, measure_memory)
     res = [_side_result(s, batch, flops, peak) for s in sides]
     out = BenchResult(model=label, mode=mode, batch_size=batch, img_size=size, in_chans=c, device=str(dev),
