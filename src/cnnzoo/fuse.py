@@ -223,48 +223,31 @@ _P = getattr(torch.ops.mkldnn, "_convolution_pointwise", None) if hasattr(torch.
 Act = tuple[str, list[float], str | None]  # oneDNN post-op: name, scalars, algorithm
 
 
-def _act_of(node: torch.fx.Node, modules: dict[str, nn.Module]) -> Act | None:
-    """The oneDNN post-op that computes ``node`` from its single tensor input, or None."""
+# activation modules oneDNN applies as a conv post-op, and the functional forms that mean the same module
+_POST_OPS = {nn.ReLU: "relu", nn.SiLU: "swish", nn.Hardswish: "hardswish", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
+_FUNCTIONAL = {F.relu: nn.ReLU, torch.relu: nn.ReLU, F.relu6: nn.ReLU6, F.silu: nn.SiLU,
+               F.hardswish: nn.Hardswish, torch.sigmoid: nn.Sigmoid, F.sigmoid: nn.Sigmoid, torch.tanh: nn.Tanh,
+               F.tanh: nn.Tanh}
+
+
+def _post_op(act: nn.Module) -> Act:
+    """oneDNN's name, scalars and algorithm for an activation module that :func:`_act_of` accepted."""
+    if isinstance(act, nn.Hardtanh):  # ReLU6 included
+        return "hardtanh", [float(act.min_val), float(act.max_val)], None
+    if isinstance(act, nn.GELU):
+        return "gelu", [], act.approximate
+    return next(name for cls, name in _POST_OPS.items() if isinstance(act, cls)), [], None
+
+
+def _act_of(node: torch.fx.Node, modules: dict[str, nn.Module]) -> nn.Module | None:
+    """The activation module ``node`` applies to its single tensor input (functional forms as a module)."""
     if node.op == "call_module":
         m = modules.get(str(node.target))
-        if isinstance(m, nn.ReLU):
-            return "relu", [], None
-        if isinstance(m, nn.Hardtanh):  # ReLU6 included
-            return "hardtanh", [float(m.min_val), float(m.max_val)], None
-        if isinstance(m, nn.SiLU):
-            return "swish", [], None
-        if isinstance(m, nn.Hardswish):
-            return "hardswish", [], None
-        if isinstance(m, nn.Sigmoid):
-            return "sigmoid", [], None
-        if isinstance(m, nn.Tanh):
-            return "tanh", [], None
-        if isinstance(m, nn.GELU):
-            return "gelu", [], m.approximate
-        return None
-    if node.op != "call_function" or len(node.args) != 1 or set(node.kwargs) - {"inplace"}:
-        return None
-    f = node.target
-    if f in (F.relu, torch.relu):
-        return "relu", [], None
-    if f is F.relu6:
-        return "hardtanh", [0.0, 6.0], None
-    if f is F.silu:
-        return "swish", [], None
-    if f is F.hardswish:
-        return "hardswish", [], None
-    if f in (torch.sigmoid, F.sigmoid):
-        return "sigmoid", [], None
-    if f in (torch.tanh, F.tanh):
-        return "tanh", [], None
+        return m if isinstance(m, (*_POST_OPS, nn.Hardtanh, nn.GELU)) else None
+    if node.op == "call_function" and len(node.args) == 1 and not set(node.kwargs) - {"inplace"}:
+        cls = _FUNCTIONAL.get(node.target)  # type: ignore[call-overload]
+        return cls() if cls else None
     return None
-
-
-def _act_module(act: Act) -> nn.Module:
-    name, sc, alg = act
-    return {"relu": nn.ReLU, "swish": nn.SiLU, "hardswish": nn.Hardswish, "sigmoid": nn.Sigmoid,
-            "tanh": nn.Tanh}[name]() if name not in ("hardtanh", "gelu") else (
-        nn.Hardtanh(sc[0], sc[1]) if name == "hardtanh" else nn.GELU(approximate=alg or "none"))
 
 
 class ConvPointwise2d(nn.Conv2d):
@@ -276,13 +259,13 @@ class ConvPointwise2d(nn.Conv2d):
     autocast, CUDA, other dtypes) runs the plain ops, so the module computes the same function everywhere.
     """
 
-    def __init__(self, conv: nn.Conv2d, act: Act | None, residual: bool) -> None:
+    def __init__(self, conv: nn.Conv2d, act: nn.Module | None, residual: bool) -> None:
         super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                          conv.dilation, conv.groups, conv.bias is not None, device="meta")
         self.weight, self.bias = conv.weight, conv.bias
-        self.act_name, self.act_scalars, self.act_algorithm = act if act else (None, [], None)
+        self.act_name, self.act_scalars, self.act_algorithm = _post_op(act) if act else (None, [], None)
         self.residual = residual
-        self.act = _act_module(act) if act else nn.Identity()
+        self.act = act if act is not None else nn.Identity()  # the plain path (autograd, CUDA, ...)
 
     def _fast(self, x: Tensor, other: Tensor | None) -> bool:
         w = self.weight
@@ -331,14 +314,12 @@ def fuse_activations(model: nn.Module, inplace: bool = False) -> nn.Module:
     mode that keeps the model's forward pre-hooks (cnnzoo's input-size check); ``fused_activations``
     counts the fused convs. Outputs equal the unfused model's to float rounding (oneDNN's own kernels).
     """
-    from torch.fx import GraphModule, symbolic_trace
-
     src = model if inplace else copy.deepcopy(model)
     src.eval()
     if _P is None or not torch.backends.mkldnn.is_available():
         return src
     try:
-        gm = symbolic_trace(src)
+        gm = torch.fx.symbolic_trace(src)
     except Exception:  # fx raises many types on untraceable code: nothing fused
         return src
     graph, mods = gm.graph, dict(gm.named_modules())
@@ -382,14 +363,13 @@ def fuse_activations(model: nn.Module, inplace: bool = False) -> nn.Module:
         count += 1
     graph.lint()
     gm.recompile()
-    out: GraphModule = gm
     for k, v in vars(src).items():  # plain attributes (default_cfg, num_classes, fused_pairs, ...)
-        if not k.startswith("_") and k not in vars(out) and k != "training":
-            setattr(out, k, v)
+        if not k.startswith("_") and k not in vars(gm) and k != "training":
+            setattr(gm, k, v)
     for hook in src._forward_pre_hooks.values():
-        out.register_forward_pre_hook(hook)
-    out.fused_activations = count  # type: ignore[assignment]
-    return out.eval()
+        gm.register_forward_pre_hook(hook)
+    gm.fused_activations = count  # type: ignore[assignment]
+    return gm.eval()
 
 
 # `cnnzoo.fuse(...)` also works after `import cnnzoo.fuse` (see cnnzoo._callable)
