@@ -169,6 +169,7 @@ def test_pipeline_throughput(data_dir):
     r = pipeline_throughput("mnist", batch_size=128, repeats=1, data_dir=data_dir, subset=2048)
     assert (r["images"], r["shape"], r["dtype"]) == (2048, [1, 28, 28], "float32")
     assert r["images_per_s"] > 0 and len(r["epoch_s_runs"]) == 1
+    assert r["table_s"] is not None and r["table_s"] >= 0  # MNIST's crops come from the table
 
 
 def test_loop_overhead(data_dir, tmp_path):

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnnzoo.data import DATASETS, load_dataset, parse_idx, read_idx
-from cnnzoo.data.augment import crop_flip, normalize
+from cnnzoo.data.augment import CropFlipTable, crop_flip, normalize
 from cnnzoo.data.base import data_root
 from cnnzoo.data.datasets import _digits_arrays, compute_stats, stratified_split
 from cnnzoo.data.folder import scan_folder
@@ -223,7 +223,57 @@ def test_crop_flip_matches_reflect_pad_and_crop():
     assert torch.equal(centre, x)
 
 
+@pytest.mark.parametrize("shape,pad,hflip", [((20, 3, 9, 7), 3, True), ((20, 1, 28, 28), 2, False),
+                                             ((20, 3, 32, 32), 4, True), ((20, 1, 5, 5), 7, True),
+                                             ((20, 2, 6, 6), 0, True), ((20, 3, 8, 8), 1, False)])
+def test_crop_flip_table_gives_the_same_bytes_as_the_gather(shape, pad, hflip):
+    g = torch.Generator().manual_seed(sum(shape) + pad)
+    images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+    table = CropFlipTable(images, pad, hflip)
+    assert table.table.numel() * table.table.element_size() == CropFlipTable.nbytes_for(images, pad, hflip)
+    for _ in range(3):
+        idx = torch.randint(0, shape[0], (13,), generator=g)  # repeats allowed, as across epochs
+        dy = torch.randint(0, 2 * pad + 1, (13,), generator=g)
+        dx = torch.randint(0, 2 * pad + 1, (13,), generator=g)
+        flip = torch.rand(13, generator=g) < 0.5
+        want = crop_flip(images[idx], dy, dx, flip if hflip else None, pad)
+        got = table(idx, dy, dx, flip if hflip else None)
+        assert got.dtype == torch.uint8 and got.shape == (13, *shape[1:])
+        assert torch.equal(got, want)
+
+
+def test_batch_prep_sample_uses_the_table_and_matches_the_plain_path():
+    from cnnzoo.data import ImageSet
+    from cnnzoo.training.engine import BatchPrep
+
+    g = torch.Generator().manual_seed(1)
+    data = ImageSet(torch.randint(0, 256, (50, 3, 16, 16), dtype=torch.uint8, generator=g),
+                    torch.zeros(50, dtype=torch.long), ["a"], (0.4, 0.5, 0.6), (0.2, 0.25, 0.3), "t", "train")
+    prep = BatchPrep(data, 16, 3, torch.device("cpu"), 2, True, False, data.mean, data.std)
+    assert prep.build_table(data.images)
+    assert not BatchPrep(data, 16, 3, torch.device("cpu"), 2, True, False, data.mean,
+                         data.std).build_table(data.images, max_bytes=1000)  # too big: per-batch gather
+    idx, dy, dx = torch.tensor([3, 7, 7, 49]), torch.tensor([0, 4, 2, 1]), torch.tensor([4, 0, 3, 2])
+    flip = torch.tensor([True, False, True, False])
+    assert torch.equal(prep.sample(data.images, idx, dy, dx, flip), prep(data.images[idx], dy, dx, flip))
+    other = data.images.clone()  # not the tensor the table was built from: the plain path
+    assert torch.equal(prep.sample(other, idx, dy, dx, flip), prep(other[idx], dy, dx, flip))
+
+
 def test_normalize():
     x = torch.tensor([[[[0, 255]]]], dtype=torch.uint8)
     y = normalize(x, torch.tensor([0.5]), torch.tensor([0.25]))
     assert torch.allclose(y, torch.tensor([[[[-2.0, 2.0]]]]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_normalize_per_channel_equals_the_broadcast_formula(dtype):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (4, 3, 5, 5), dtype=torch.uint8, generator=g)
+    mean, std = torch.tensor([0.4914, 0.4822, 0.4465]), torch.tensor([0.2470, 0.2435, 0.2616])
+    scale, shift = (1.0 / (255.0 * std)).to(dtype).view(1, -1, 1, 1), (mean / std).to(dtype).view(1, -1, 1, 1)
+    want = x.to(dtype) * scale - shift
+    got = normalize(x, mean, std, dtype)
+    assert got.dtype == dtype and torch.equal(got, want)
+    xf = x.to(dtype)
+    assert torch.equal(normalize(xf, mean, std, dtype), want) and torch.equal(xf, x.to(dtype))  # input kept

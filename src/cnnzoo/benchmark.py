@@ -782,9 +782,11 @@ def pipeline_throughput(dataset: str = "mnist", batch_size: int = 128, repeats: 
                         data_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                         subset: int | None = None) -> dict:
     """Images per second the in-memory pipeline delivers: the epoch plan (order, crops, flips) and, per batch,
-    indexing the uint8 tensor, crop + flip as one gather, normalisation to float. No model.
+    the crops and flips of the batch's images as row copies from the data set's :class:`CropFlipTable`
+    (the per-pixel gather where the table is not built) and normalisation to float. No model.
 
-    The median over ``repeats`` epochs is reported (the training engine's own ``BatchPrep``/``epoch_plan``).
+    The median over ``repeats`` epochs is reported (the training engine's own ``BatchPrep``/``epoch_plan``);
+    ``table_s`` is the one-off time to build the table, paid once per run like ``load_s``.
     """
     from .training.engine import epoch_plan
 
@@ -794,6 +796,10 @@ def pipeline_throughput(dataset: str = "mnist", batch_size: int = 128, repeats: 
     load_s = time.perf_counter() - t
     prep, pad = _prep_for(ds, dataset, ds.img_size, ds.in_chans, dev)
     x, y = ds.images.to(dev), ds.labels.to(dev)
+    t = time.perf_counter()
+    tabled = prep.build_table(x)
+    _sync(dev)
+    table_s = time.perf_counter() - t
     n = len(ds)
     steps = n // batch_size
     if steps < 1:
@@ -806,19 +812,21 @@ def pipeline_throughput(dataset: str = "mnist", batch_size: int = 128, repeats: 
         for i in range(steps):
             s = slice(i * batch_size, (i + 1) * batch_size)
             idx = perm[s]
-            xb, yb = prep(x.index_select(0, idx), dy[s], dx[s], flip[s]), y.index_select(0, idx)
+            xb, yb = prep.sample(x, idx, dy[s], dx[s], flip[s]), y.index_select(0, idx)
         _sync(dev)
         times.append(time.perf_counter() - t)
     t_med = statistics.median(times)
     return {"dataset": ds.name, "images": steps * batch_size, "batch_size": batch_size,
             "shape": list(xb.shape[1:]), "dtype": str(xb.dtype).removeprefix("torch."),
             "images_per_s": round(steps * batch_size / t_med, 1), "epoch_s": round(t_med, 4),
-            "epoch_s_runs": [round(v, 4) for v in times], "load_s": round(load_s, 2), "device": str(dev),
+            "epoch_s_runs": [round(v, 4) for v in times], "load_s": round(load_s, 2),
+            "table_s": round(table_s, 2) if tabled else None, "device": str(dev),
             "threads": torch.get_num_threads(), "label_sum": int(yb.sum())}
 
 
 def loop_overhead(model: str = "lenet5", dataset: str = "mnist", repeats: int = 3, subset: int | None = None,
-                  data_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> dict:
+                  data_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+                  amp: str = "auto") -> dict:
     """How much longer an epoch of :func:`cnnzoo.train` takes than bare forward + backward + step on the same
     batches.
 
@@ -827,15 +835,17 @@ def loop_overhead(model: str = "lenet5", dataset: str = "mnist", repeats: int = 
     ``train_images_per_s``: augmentation, metrics, LR schedule, progress bookkeeping included; its per-epoch
     evaluation and checkpoint excluded) plus the epoch plan it draws before the loop. The bare loop gets the
     epoch's batches already augmented and normalised on the device and times only
-    ``model(x)``, the loss, ``zero_grad(set_to_none=True)``, ``backward()`` and ``step()``. Engine and bare
-    loop alternate ``repeats`` times; medians are compared.
+    ``model(x)``, the loss, ``zero_grad(set_to_none=True)``, ``backward()`` and ``step()``, in the engine's
+    memory format and precision (``amp`` as :func:`cnnzoo.train`'s). Engine and bare loop alternate
+    ``repeats`` times; medians are compared.
     """
     import tempfile
 
     from .registry import create_model, model_info, resolve_name
     from .training import train
     from .training.config import recipe_for
-    from .training.engine import epoch_plan
+    from .training.engine import amp_dtype as _amp_dtype
+    from .training.engine import epoch_plan, use_channels_last
 
     dev = _device(device)
     name = resolve_name(model)
@@ -847,11 +857,10 @@ def loop_overhead(model: str = "lenet5", dataset: str = "mnist", repeats: int = 
     info = model_info(name)
     size = ds.img_size if info.max_size is None else min(max(ds.img_size, info.min_size), info.max_size)
     in_chans = ds.in_chans
-    # the engine's device-dependent choices, mirrored so that both sides run the same kernels: on CUDA
-    # channels_last and bf16 autocast (fp16 with a gradient scaler where bf16 is missing), on a CPU neither
-    cuda = dev.type == "cuda"
-    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else None
-    prep, pad = _prep_for(ds, dataset, size, in_chans, dev, channels_last=cuda)
+    # the engine's device-dependent choices (memory format, autocast dtype), so both sides run the same kernels
+    amp_dtype = _amp_dtype(amp, dev)
+    cl = use_channels_last(name, dev, amp_dtype)
+    prep, pad = _prep_for(ds, dataset, size, in_chans, dev, channels_last=cl)
     x, y = ds.images.to(dev), ds.labels.to(dev)
     n = len(ds)
     steps = n // batch
@@ -868,15 +877,15 @@ def loop_overhead(model: str = "lenet5", dataset: str = "mnist", repeats: int = 
     def bare() -> float:
         torch.manual_seed(0)
         net = create_model(name, num_classes=ds.num_classes, in_chans=in_chans).to(dev).train()
-        if cuda:
+        if cl:
             net = net.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
         scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-        amp = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+        autocast = (lambda: torch.autocast(dev.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
         _sync(dev)
         t0 = time.perf_counter()
         for xb, yb in batches:
-            with amp():
+            with autocast():
                 loss = F.cross_entropy(_first(net(xb)), yb, label_smoothing=smoothing)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
@@ -892,7 +901,7 @@ def loop_overhead(model: str = "lenet5", dataset: str = "mnist", repeats: int = 
     def engine(tmp: str, r: int) -> float:
         res = train(name, dataset, epochs=1, out=os.path.join(tmp, f"run{r}"), data_dir=data_dir,
                     device=str(dev), progress=False, verbose=False, save_every_s=None, train_subset=subset,
-                    test_subset=subset)  # evaluation is not timed: a subset keeps quick runs quick
+                    test_subset=subset, amp=amp)  # evaluation is not timed: a subset keeps quick runs quick
         h = res.history[0]
         return steps * batch / h["train_images_per_s"] + plan_s
 

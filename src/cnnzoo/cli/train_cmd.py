@@ -61,7 +61,10 @@ def add_training_args(p: argparse.ArgumentParser, model_required: bool = True) -
     p.add_argument("--freeze-backbone", action="store_true", default=None,
                    help="with --pretrained: train only the new head")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
-    p.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="CUDA: full fp32")
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default=None,
+                   help="mixed precision: auto (default) = bf16/fp16 on CUDA, fp32 on the CPU; bf16 = bf16 "
+                        "autocast on CUDA or the CPU (2-3x faster on CPUs with AMX); off = fp32")
+    p.add_argument("--no-amp", dest="amp", action="store_const", const="off", help="same as --amp off")
     p.add_argument("--sync-bn", action="store_true", default=None,
                    help="DDP on GPUs: synchronise BatchNorm statistics")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=True,

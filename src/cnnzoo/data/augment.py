@@ -1,8 +1,11 @@
 """Batch augmentation on the device, airbench style: whole batches, tensor ops, no per-image Python.
 
 A random crop with padding is the same as a random translation of the image by up to ``pad`` pixels with
-the border filled; here the border is filled by reflection (as airbench does), computed as a gather with
-reflected indices, so no padded copy of the batch is ever made and it works on uint8 on any device.
+the border filled; here the border is filled by reflection (as airbench does). Two implementations give
+the same bytes: :func:`crop_flip` works on any batch as one gather with reflected indices (no padded copy
+of the batch is made), and :class:`CropFlipTable` lays a whole in-memory data set out once so that every
+row of every crop, mirrored or not, is one contiguous run of bytes: a batch is then one row copy per image
+row, ~4x faster than the per-pixel gather on the CPU (BENCHMARKS.md, in-memory pipeline).
 """
 
 from __future__ import annotations
@@ -36,10 +39,64 @@ def crop_flip(x: Tensor, dy: Tensor, dx: Tensor, flip: Tensor | None, pad: int) 
     return x.reshape(n, c, h * w).gather(2, src).view(n, c, h, w)
 
 
+class CropFlipTable:
+    """A data set's rows, reflect-padded and mirrored, so that random crops + flips are whole-row copies.
+
+    Row ``r`` of image ``n`` is stored padded by ``pad`` reflected pixels on each side (width ``W + 2 pad``)
+    and, right after it, the same padded row mirrored. A crop's row at column offset ``dx`` is then the
+    ``W`` bytes starting at ``dx`` in the first half, its mirror image the ``W`` bytes starting at
+    ``2 pad - dx`` in the second; rows are picked by reflected row index as in :func:`crop_flip`. So a batch
+    is a single ``index_select`` of ``W``-byte windows (an ``unfold`` view of the table, no per-pixel
+    indices), equal to ``crop_flip(images[idx], ...)`` bit for bit. The table costs ``2 (W + 2 pad) / W``
+    times the images' bytes (CIFAR-10: 384 MB) and is built once per run.
+    """
+
+    def __init__(self, images: Tensor, pad: int, hflip: bool) -> None:
+        n, c, h, w = images.shape
+        self.pad, self.hflip, self.shape = int(pad), bool(hflip), (c, h, w)
+        wp = w + 2 * self.pad
+        self.row_len = 2 * wp if hflip else wp
+        table = torch.empty((n, c, h, self.row_len), dtype=images.dtype, device=images.device)
+        cols = torch.arange(wp, device=images.device)
+        border = torch.cat([cols[:self.pad], cols[self.pad + w:]])
+        table[..., self.pad:self.pad + w].copy_(images)  # plain strided copies; only the border is gathered
+        table[..., border] = images.index_select(3, _reflect(border - self.pad, w))
+        if hflip:
+            table[..., wp:].copy_(table[..., :wp].flip(3))
+        self.table = table
+        self._windows = table.view(-1).unfold(0, w, 1)  # (positions, W): every W-byte window, as a view
+        self._rows = torch.arange(h, device=images.device)
+        self._chan_off = torch.arange(c, device=images.device) * (h * self.row_len)
+
+    @staticmethod
+    def nbytes_for(images: Tensor, pad: int, hflip: bool) -> int:
+        """What the table of ``images`` would take, to decide whether to build it."""
+        n, c, h, w = images.shape
+        return n * c * h * (w + 2 * pad) * (2 if hflip else 1) * images.element_size()
+
+    def __call__(self, idx: Tensor, dy: Tensor, dx: Tensor, flip: Tensor | None) -> Tensor:
+        """The crops of images ``idx`` (``dy``/``dx``/``flip`` as :func:`crop_flip`'s), uint8 (B, C, H, W)."""
+        c, h, w = self.shape
+        rows = _reflect(self._rows[None, :] + (dy - self.pad)[:, None], h)  # (B, H)
+        col0 = dx if flip is None or not self.hflip else torch.where(flip, self.row_len // 2 + 2 * self.pad - dx,
+                                                                      dx)
+        base = idx * (c * h * self.row_len) + col0  # (B,)
+        starts = base[:, None, None] + self._chan_off[None, :, None] + (rows * self.row_len)[:, None, :]
+        return self._windows.index_select(0, starts.view(-1)).view(-1, c, h, w)
+
+
 def normalize(x: Tensor, mean: Tensor, std: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """uint8 (N, C, H, W) -> float ``(x / 255 - mean) / std``; ``mean``/``std`` are (C,) tensors in [0, 1]."""
-    scale = (1.0 / (255.0 * std)).to(dtype).view(1, -1, 1, 1)
-    shift = (mean / std).to(dtype).view(1, -1, 1, 1)
+    scale = (1.0 / (255.0 * std)).to(dtype)
+    shift = (mean / std).to(dtype)
     if x.dtype == dtype:  # .to would return x itself: never modify the caller's tensor
-        return x * scale - shift
-    return x.to(dtype).mul_(scale).sub_(shift)  # in place on the fresh float copy: one allocation, not three
+        return x * scale.view(1, -1, 1, 1) - shift.view(1, -1, 1, 1)
+    out = x.to(dtype)  # a fresh float copy, scaled in place: one allocation, not three
+    if out.shape[1] <= 4 and out.device.type == "cpu" and scale.device.type == "cpu":
+        # one channel at a time with Python scalars (the dtype's own values, so the result is the same as the
+        # broadcast): ~2x faster on the CPU than broadcasting a (1, C, 1, 1) tensor (on CUDA .tolist() would
+        # wait for the device, so it keeps the broadcast)
+        for c, (a, b) in enumerate(zip(scale.tolist(), shift.tolist(), strict=True)):
+            out[:, c].mul_(a).sub_(b)
+        return out
+    return out.mul_(scale.view(1, -1, 1, 1)).sub_(shift.view(1, -1, 1, 1))

@@ -33,8 +33,11 @@ class TrainConfig:
     freeze_backbone: bool = False
     backbone_lr_scale: float = 0.1  # backbone LR = lr x this when fine-tuning from --pretrained
     aux_weight: float = 0.3  # GoogLeNet auxiliary classifiers (Szegedy et al. 2014)
-    amp: bool = True  # CUDA only: bf16 autocast where supported, else fp16 with a GradScaler
-    channels_last: bool = True  # CUDA only
+    # mixed precision (:func:`cnnzoo.training.engine.amp_dtype`): "auto" = on CUDA bf16 autocast where
+    # supported, else fp16 with a GradScaler, on the CPU fp32; "bf16" = bf16 autocast on CUDA or the CPU (fast
+    # on CPUs with bf16 matrix units, e.g. Intel AMX); "fp16" (CUDA); "off" = fp32 everywhere
+    amp: str = "auto"
+    channels_last: bool = True  # CUDA, CPU bf16, and CPU fp32 for the nets where it was measured to pay
     sync_bn: bool = False  # DDP: SyncBatchNorm
     eval_batch_size: int = 512
     in_chans: int | None = None  # None: the data set's (or a --pretrained file's first conv)
@@ -48,7 +51,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        d = {k: v for k, v in d.items() if k in names}
+        if isinstance(d.get("amp"), bool):  # state files before amp became a mode: True was "auto"
+            d["amp"] = "auto" if d["amp"] else "off"
+        return cls(**d)
 
 
 # Recipes (what the defaults are tuned for): SGD + Nesterov, cosine with a warm-up epoch, label smoothing,
@@ -67,6 +73,7 @@ RECIPES: dict[str, dict] = {
 }
 
 OPTIMIZERS = ("sgd", "adamw")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
 SCHEDULES = ("cosine", "step", "onecycle", "constant")
 
 
@@ -85,6 +92,11 @@ def build_config(explicit: dict) -> TrainConfig:
     dataset = explicit.get("dataset", TrainConfig.dataset)
     cfg = TrainConfig(**{**recipe_for(dataset, bool(explicit.get("pretrained"))), **explicit})
     cfg.optimizer, cfg.schedule = cfg.optimizer.lower(), cfg.schedule.lower()
+    if isinstance(cfg.amp, bool):  # the Python API's amp=True/False
+        cfg.amp = "auto" if cfg.amp else "off"
+    cfg.amp = str(cfg.amp).lower()
+    if cfg.amp not in AMP_MODES:
+        raise CnnzooError(f"unknown amp mode {cfg.amp!r}: use one of {', '.join(AMP_MODES)}")
     if cfg.optimizer not in OPTIMIZERS:
         raise CnnzooError(f"unknown optimizer {cfg.optimizer!r}: use {' or '.join(OPTIMIZERS)}")
     if cfg.schedule not in SCHEDULES:

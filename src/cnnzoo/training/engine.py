@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import ImageSet, dataset_info, load_dataset
-from ..data.augment import crop_flip, normalize
+from ..data.augment import CropFlipTable, crop_flip, normalize
 from ..data.images import RESIZE_POLICY
 from ..errors import CnnzooError
 from . import checkpoint as ck
@@ -158,6 +158,49 @@ def _choose_img_size(cfg: TrainConfig, model_name: str | None, native: int) -> i
     return min(size, info.max_size) if info.max_size else size
 
 
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (Intel AMX or AVX512-BF16), where oneDNN's bf16
+    convolutions beat float32 ones; elsewhere bf16 autocast runs but emulated, and is usually slower."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(cpu, c, lambda: False)()) for c in checks)
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of an ``amp`` mode on ``device`` (None: float32).
+
+    ``auto`` keeps the CPU in float32 (bf16 changes the numbers, so it is asked for, not imposed) and uses
+    bf16 on CUDA where supported, else fp16; ``bf16`` also works on the CPU, where on CPUs with AMX it
+    trains a ResNet 2-3x faster (BENCHMARKS.md); ``fp16`` is CUDA's (with a GradScaler)."""
+    cuda = device.type == "cuda"
+    if mode == "off" or (mode == "auto" and not cuda):
+        return None
+    if mode == "fp16":
+        if not cuda:
+            raise CnnzooError("--amp fp16 needs a CUDA device: on the CPU use --amp bf16 (or off)")
+        return torch.float16
+    if mode == "bf16" and device.type not in ("cuda", "cpu"):
+        raise CnnzooError(f"--amp bf16 runs on CUDA or the CPU, not {device.type}: drop --amp")
+    if cuda and not torch.cuda.is_bf16_supported():
+        if mode == "bf16":
+            raise CnnzooError("this GPU has no bf16: use --amp fp16 (or auto)")
+        return torch.float16
+    return torch.bfloat16
+
+
+def use_channels_last(name: str | None, device: torch.device, amp: torch.dtype | None) -> bool:
+    """channels_last for training: on CUDA always; on the CPU in bf16 (oneDNN's bf16 kernels work in NHWC:
+    ResNet-20 1.19x, ResNet-18 1.20x faster than contiguous here) and in float32 for the nets where it was
+    measured to pay (:func:`cnnzoo.benchmark.channels_last_default`)."""
+    if device.type == "cuda" or (device.type == "cpu" and amp == torch.bfloat16):
+        return True
+    if device.type != "cpu":
+        return False
+    from ..benchmark import channels_last_default
+
+    return channels_last_default(name, "train", device)
+
+
 def _freeze_bn_stats(net: nn.Module) -> None:
     """Frozen backbone: its BatchNorm layers keep their running statistics (eval mode)."""
     for m in net.modules():
@@ -168,6 +211,9 @@ def _freeze_bn_stats(net: nn.Module) -> None:
 
 
 # ---------------------------------------------------------------------------------------- batches
+TABLE_MAX_BYTES = 2 << 30  # a CropFlipTable up to 2 GiB (CIFAR-10/100: 384 MB, MNIST: 107 MB)
+
+
 class BatchPrep:
     """uint8 batch -> augmented, normalised float batch at the model's size and channel count."""
 
@@ -182,11 +228,33 @@ class BatchPrep:
         self.std = torch.tensor(std[:c], dtype=torch.float32, device=device)
         self.native, self.size, self.pad, self.hflip = data.img_size, img_size, pad, hflip
         self.channels_last = channels_last
+        self.table: CropFlipTable | None = None
+        self._table_of: Tensor | None = None
+
+    def build_table(self, images: Tensor, max_bytes: int = TABLE_MAX_BYTES) -> bool:
+        """Lay ``images`` out as a :class:`CropFlipTable` for :meth:`sample` if it takes at most ``max_bytes``
+        (the small in-memory data sets; a large memory-mapped folder keeps the per-batch gather)."""
+        if self.pad == 0 and not self.hflip:
+            return False
+        if CropFlipTable.nbytes_for(images, self.pad, self.hflip) > max_bytes:
+            return False
+        self.table, self._table_of = CropFlipTable(images, self.pad, self.hflip), images
+        return True
+
+    def sample(self, images: Tensor, idx: Tensor, dy: Tensor, dx: Tensor, flip: Tensor) -> Tensor:
+        """The training batch ``images[idx]``, cropped, flipped, normalised: from the table when one was built
+        for ``images``, else index + :func:`crop_flip` (the same bytes either way)."""
+        if self.table is not None and images is self._table_of:
+            return self._finish(self.table(idx, dy, dx, flip if self.hflip else None))
+        return self(images.index_select(0, idx), dy, dx, flip)
 
     def __call__(self, x: Tensor, dy: Tensor | None = None, dx: Tensor | None = None,
                  flip: Tensor | None = None) -> Tensor:
         if dy is not None and dx is not None:
             x = crop_flip(x, dy, dx, flip if self.hflip else None, self.pad)
+        return self._finish(x)
+
+    def _finish(self, x: Tensor) -> Tensor:
         x = normalize(x, self.mean, self.std)
         if self.expand:
             x = x.expand(-1, 3, -1, -1)
@@ -447,7 +515,8 @@ def train(
     cfg.in_chans = in_chans
 
     use_cuda = dev.type == "cuda"
-    channels_last = cfg.channels_last and use_cuda
+    amp_dt = amp_dtype(cfg.amp, dev)
+    channels_last = cfg.channels_last and use_channels_last(cfg.model or None, dev, amp_dt)
     net.to(dev)
     if channels_last:
         net.to(memory_format=torch.channels_last)
@@ -461,13 +530,10 @@ def train(
                               f"({first[:120]}): start a new run with another --out") from e
     groups = _param_groups(net, cfg, set(head_names))
     opt = _make_optimizer(groups, cfg, dev)
-    amp_dtype = None
-    if cfg.amp and use_cuda:
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    scaler = torch.amp.GradScaler("cuda") if amp_dt == torch.float16 else None
 
     def autocast():
-        return torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+        return torch.autocast(dev.type, dtype=amp_dt) if amp_dt is not None else contextlib.nullcontext()
 
     ddp = net
     if dist.world > 1:
@@ -490,6 +556,7 @@ def train(
     pad = cfg.pad if cfg.pad is not None else max(0, train_set.img_size // 8)
     mean, std = train_set.mean, train_set.std
     prep = BatchPrep(train_set, size, in_chans, dev, pad, hflip, channels_last, mean, std)
+    prep.build_table(xtr)
     if module is None:
         from ..registry import model_info
 
@@ -611,7 +678,7 @@ def train(
                 s = slice(i * batch + dist.rank * local_b, i * batch + (dist.rank + 1) * local_b)
                 idx = perm[s]
                 # index_select, not x[idx]: the same copy, ~5x faster on the CPU (no advanced-indexing machinery)
-                xb, yb = prep(xtr.index_select(0, idx), dy[s], dx[s], flip[s]), ytr.index_select(0, idx)
+                xb, yb = prep.sample(xtr, idx, dy[s], dx[s], flip[s]), ytr.index_select(0, idx)
                 with autocast():
                     out = ddp(xb)
                     loss = _loss(out, yb, cfg.label_smoothing, cfg.aux_weight)
