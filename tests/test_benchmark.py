@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import cnnzoo
 from cnnzoo.analysis import count_macs
@@ -65,6 +66,10 @@ def test_report_structure_and_consistent_figures(report):
         assert not r.theirs.channels_last and not r.theirs.fused and r.theirs.max_abs_diff is None
     train, infer = report.results
     assert not train.ours.fused and infer.ours.fused and infer.theirs_same.fused
+    # training: ours and the like-for-like reference step with torch's fused SGD (as cnnzoo.train does), the
+    # reference as its users run it with torch's default SGD
+    assert train.ours.fused_opt and train.theirs_same.fused_opt and not train.theirs.fused_opt
+    assert not infer.ours.fused_opt
     assert infer.ours.channels_last == channels_last_default("resnet18", "infer", "cpu") is True
     # fused + channels_last give the plain eval logits to float rounding
     assert infer.ours.max_rel_diff < 1e-5 and infer.theirs_same.max_rel_diff < 1e-5
@@ -131,6 +136,34 @@ def test_unknown_pairing_is_one_line(name, vs, words):
     assert "\n" not in str(e.value)
 
 
+def test_fused_sgd_step_equals_the_default_step():
+    """The fused optimizer fast path: a few SGD steps of resnet18 in channels_last with torch's fused kernel
+    give the default implementation's weights to float rounding."""
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([1, 2, 3, 4])
+    torch.manual_seed(0)
+    nets = [cnnzoo.create_model("resnet18", num_classes=10).to(memory_format=torch.channels_last)]
+    nets.append(copy.deepcopy(nets[0]))
+    opts = [torch.optim.SGD(n.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=f)
+            for n, f in zip(nets, (None, True), strict=True)]
+    for _ in range(3):
+        for n, o in zip(nets, opts, strict=True):
+            loss = F.cross_entropy(n(x.contiguous(memory_format=torch.channels_last)), y)
+            o.zero_grad(set_to_none=True)
+            loss.backward()
+            o.step()
+    for (k, a), b in zip(nets[0].state_dict().items(), nets[1].state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-6), k
+
+
+def test_cpu_bf16_autocast_both_sides(capsys):
+    rc = main(["benchmark", "resnet20_cifar", "--mode", "train", "--batch-size", "8", "--runs", "1", "--warmup",
+               "1", "--amp", "--format", "json"])
+    assert rc == 0
+    r = json.loads(capsys.readouterr().out)["results"][0]
+    assert r["ours"]["amp"] and r["ours"]["channels_last"] and r["ours"]["fused_opt"]
+
+
 def test_cli_json(capsys):
     rc = main(["benchmark", "lenet5", "--mode", "infer", "--batch-size", "4", "--runs", "2", "--warmup", "1",
                "--threads", "1", "--format", "json"])
@@ -147,7 +180,6 @@ def test_cli_json(capsys):
 
 @pytest.mark.parametrize(("argv", "words"), [
     (["benchmark", "lenet5", "--device", "cuda"], "use --device cpu"),
-    (["benchmark", "lenet5", "--amp"], "drop --amp"),
     (["benchmark", "resnet5O"], "unknown model"),
     (["benchmark", "lenet5", "--vs", "timm"], "no timm counterpart"),
     (["benchmark", "lenet5", "--batch-size", "0"], "batch size"),

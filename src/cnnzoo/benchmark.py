@@ -75,32 +75,48 @@ TIMM_NAMES: dict[str, str] = {
 }
 REFERENCE_NAMES = ("torchvision", "timm")
 
-# Where channels_last pays on a CPU (oneDNN kernels), measured with this module on a 2-core AVX2 EPYC, torch 2.14:
-# our net in both formats timed interleaved (``extra=[Variant("cl", impl="cnnzoo", channels_last=True)]``),
-# training at batch 32 and 64x64 (LeNet-5 and the CIFAR ResNets at batch 128 and 28/32 px), inference at
-# batch 8 and 224x224. Inference: channels_last saves oneDNN's layout reorders around every conv and was
-# faster for every net measured, so it is on for all. Training: faster for the depthwise-convolution nets
-# (MobileNetV2 1.08-1.34x, V3 1.06-1.14x, EfficientNet-B0 0.97-1.15x), GoogLeNet (1.14-1.26x), LeNet-5
-# (1.4x) and ResNet-20 (1.2x); slower or no better for ResNet-18 (0.93-0.95x), ResNet-50 (0.90-1.06x) and
-# VGG-16-BN (0.80-0.96x), which therefore train in the default (contiguous) format. Nets not measured follow
-# their family (same kernels at similar sizes). On CUDA channels_last is on everywhere (tensor cores want NHWC).
-_CPU_CHANNELS_LAST_TRAIN_FAMILIES: frozenset[str] = frozenset({"mobilenet_v1", "mobilenet_v2", "mobilenet_v3",
-                                                               "efficientnet"})
-_CPU_CHANNELS_LAST_TRAIN: frozenset[str] = frozenset({
-    "googlenet", "lenet5", "lenet5_relu", "resnet20_cifar", "resnet32_cifar", "resnet44_cifar", "resnet56_cifar",
-    "resnet110_cifar"})
+# Where channels_last pays for training on a CPU (oneDNN kernels), by the CPU's vector ISA, because the answer
+# differs between them. Measured with this module (our net in both formats timed interleaved, torch 2.14:
+# ``extra=[Variant("cl", impl="cnnzoo", channels_last=True)]``), training at batch 32 and 64x64 (LeNet-5 and
+# the CIFAR ResNets at batch 128 and 28/32 px). Nets not measured follow their family (same kernels at
+# similar sizes). Inference: channels_last saves oneDNN's layout reorders around every conv and was faster
+# for every net measured on both CPUs, so it is on for all; on CUDA it is on everywhere (tensor cores want
+# NHWC). In bf16 on a CPU the training engine always uses it (:func:`cnnzoo.training.engine.use_channels_last`).
+#
+# AVX2 (2-core AMD EPYC, 2026-11-23): faster for the depthwise nets (MobileNetV2 1.08-1.34x, V3 1.06-1.14x,
+# EfficientNet-B0 0.97-1.15x), GoogLeNet (1.14-1.26x), LeNet-5 (1.4x) and ResNet-20 (1.2x); slower or no
+# better for ResNet-18 (0.93-0.95x), ResNet-50 (0.90-1.06x) and VGG-16-BN (0.80-0.96x).
+# AVX512 (2-core Intel Xeon with AMX, 2026-12-01): MobileNetV2 1.35x, V3-Large 1.31x, EfficientNet-B0
+# 1.38x, GoogLeNet 1.30x, LeNet-5 1.12x, ResNet-20 1.21x, ResNet-18 with the 3x3 stem at 32 px 1.06x, and
+# here also VGG-16-BN (1.08x ours, 1.27x torchvision's in the same run); ResNet-18 (0.86x) and ResNet-50
+# (0.97x) stay contiguous.
+_CIFAR_RESNETS = frozenset({"resnet20_cifar", "resnet32_cifar", "resnet44_cifar", "resnet56_cifar",
+                            "resnet110_cifar"})
+_DEPTHWISE = frozenset({"mobilenet_v1", "mobilenet_v2", "mobilenet_v3", "efficientnet"})
+_CPU_CHANNELS_LAST_TRAIN: dict[str, tuple[frozenset[str], frozenset[str]]] = {  # ISA -> (families, names)
+    "AVX2": (_DEPTHWISE, frozenset({"googlenet", "lenet5", "lenet5_relu"}) | _CIFAR_RESNETS),
+    "AVX512": (_DEPTHWISE | {"vgg"},
+               frozenset({"googlenet", "lenet5", "lenet5_relu", "resnet18_cifar", "resnet34_cifar"}) | _CIFAR_RESNETS),
+}
+
+
+def _cpu_isa() -> str:
+    """The table row for this CPU: torch's dispatch level ("AVX512", "AVX2", ...); other ISAs use AVX2's."""
+    cap = torch.backends.cpu.get_cpu_capability()
+    return cap if cap in _CPU_CHANNELS_LAST_TRAIN else "AVX2"
 
 
 def channels_last_default(name: str | None, mode: str, device: str | torch.device) -> bool:
-    """Whether ``benchmark`` uses channels_last for ``name`` by default (a measured choice, see above)."""
+    """Whether channels_last is the default for ``name`` (a measured choice per CPU ISA, see above)."""
     if torch.device(device).type == "cuda" or mode == "infer":
         return True
-    if name in _CPU_CHANNELS_LAST_TRAIN:
+    families, names = _CPU_CHANNELS_LAST_TRAIN[_cpu_isa()]
+    if name in names:
         return True
     from .registry import model_info
 
     try:
-        return model_info(name or "").family in _CPU_CHANNELS_LAST_TRAIN_FAMILIES
+        return model_info(name or "").family in families
     except CnnzooError:  # a user's own net: the plain format
         return False
 
@@ -123,6 +139,7 @@ class SideResult:
     fused: bool
     compiled: bool
     amp: bool
+    fused_opt: bool = False  # training step with torch's fused SGD kernel
     max_abs_diff: float | None = None  # fast path vs plain path on the same input (None: no fast path used)
     max_rel_diff: float | None = None  # the same, divided by the plain output's largest magnitude
     compile_s: float | None = None
@@ -138,6 +155,8 @@ class Variant:
     channels_last: bool = False
     fuse: bool = False
     fuse_act: bool = True  # with fuse on a CPU: also cnnzoo.fuse_activations (False: BatchNorm folding only)
+    fused_opt: bool = False  # training: torch's fused SGD kernel (what cnnzoo.train uses) instead of the default
+    amp: bool | None = None  # bf16 autocast; None: as the benchmark's ``amp``
 
 
 @dataclass
@@ -476,6 +495,7 @@ class _Side:
     max_abs_diff: float | None
     max_rel_diff: float | None
     compile_s: float | None = None
+    fused_opt: bool = False
     inner: int = 1
     times: list[float] = field(default_factory=list)
     mem: float | None = None
@@ -483,7 +503,7 @@ class _Side:
 
 def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Tensor, dev: torch.device,
              channels_last: bool, fuse: bool, compile: bool, amp: bool, check: bool,
-             fuse_act: bool = True) -> _Side:
+             fuse_act: bool = True, fused_opt: bool = False) -> _Side:
     """Apply the fast paths to ``model``, check them against the plain path, return its timed step."""
     model.to(dev)
     xc = x[: min(4, x.shape[0])]
@@ -516,7 +536,7 @@ def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Te
             raise CnnzooError(f"torch.compile failed for {name}: {_first_line(e)}: drop --compile") from e
 
     def autocast() -> contextlib.AbstractContextManager:
-        return torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+        return torch.autocast(dev.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
 
     abs_d = rel_d = None
     if ref is not None:
@@ -544,7 +564,9 @@ def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Te
             with torch.inference_mode(), autocast():
                 model(x)
     else:
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        # fused: one kernel per parameter for weight update and momentum (torch's own, as cnnzoo.train uses);
+        # None is torch's default (a loop of several element-wise ops per parameter on the CPU)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, fused=True if fused_opt else None)
 
         def step() -> None:
             with autocast():
@@ -554,7 +576,8 @@ def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Te
             opt.step()
 
     fused = fuse and mode == "infer"
-    return _Side(impl, name, step, channels_last, fused, compile, amp, abs_d, rel_d, compile_s)
+    return _Side(impl, name, step, channels_last, fused, compile, amp, abs_d, rel_d, compile_s,
+                 fused_opt=fused_opt and mode == "train")
 
 
 def _time(side: _Side, dev: torch.device) -> float:
@@ -590,7 +613,7 @@ def _side_result(s: _Side, batch: int, flops: int, peak: float) -> SideResult:
         latency_ms_runs=[round(1e3 * t, 3) for t in s.times], inner=s.inner,
         peak_mem_mb=None if s.mem is None else round(s.mem, 1), gflops=round(gflops, 3),
         peak_fraction=round(gflops / peak, 4) if peak else None, channels_last=s.channels_last, fused=s.fused,
-        compiled=s.compiled, amp=s.amp,
+        compiled=s.compiled, amp=s.amp, fused_opt=s.fused_opt,
         max_abs_diff=None if s.max_abs_diff is None else float(f"{s.max_abs_diff:.3g}"),
         max_rel_diff=None if s.max_rel_diff is None else float(f"{s.max_rel_diff:.3g}"),
         compile_s=None if s.compile_s is None else round(s.compile_s, 2))
@@ -609,6 +632,7 @@ def benchmark(
     fuse: bool = True,
     compile: bool = False,
     amp: bool | None = None,
+    fused_optimizer: bool | None = None,
     warmup: int = 2,
     runs: int = 5,
     min_run_s: float = 0.02,
@@ -633,7 +657,11 @@ def benchmark(
         fuse: fold BatchNorm into convolutions for inference (:func:`cnnzoo.fuse`) and, on the CPU, run
             activations and residual adds inside the conv kernels (:func:`cnnzoo.fuse_activations`).
         compile: ``torch.compile`` our net (compile time is reported, not timed).
-        amp: bf16 autocast (CUDA only; default on there), applied to both sides.
+        amp: bf16 autocast, applied to both sides (default: on CUDA; on a CPU only when asked, fast on CPUs
+            with AMX).
+        fused_optimizer: training: our step uses torch's fused SGD kernel, as :func:`cnnzoo.train` does
+            (``None``: where the device has it); the reference as its users run it keeps torch's default
+            SGD, the like-for-like reference (``vs_settings="same"``) gets the fused kernel too.
         runs / warmup: timed runs (median reported) and untimed warm-up batches per net.
         min_run_s: very fast nets repeat the batch within a timed run until it lasts this long.
         threads: CPU threads for the duration (``torch.set_num_threads``); ``None``: torch's default.
@@ -664,8 +692,12 @@ def benchmark(
     dev = _device(device)
     if amp is None:
         amp = dev.type == "cuda"
-    if amp and dev.type != "cuda":
-        raise CnnzooError("bf16 autocast (--amp) is a CUDA fast path: drop --amp on the CPU")
+    if amp and dev.type not in ("cuda", "cpu"):
+        raise CnnzooError(f"bf16 autocast (--amp) runs on CUDA or the CPU, not {dev.type}: drop --amp")
+    if fused_optimizer is None:
+        from .training.engine import fused_optimizer_ok
+
+        fused_optimizer = fused_optimizer_ok(dev)
     old_threads = torch.get_num_threads()
     if threads is not None:
         if threads < 1:
@@ -678,12 +710,13 @@ def benchmark(
         report = BenchmarkReport(machine=machine_info(dev), settings=dict(
             mode=mode, batch_size=batch_size, img_size=img_size, vs=vs,
             vs_settings=vs_settings if vs else None, channels_last=channels_last, fuse=fuse, compile=compile,
-            amp=amp, warmup=warmup, runs=runs, min_run_s=min_run_s, check=check))
+            amp=amp, fused_optimizer=fused_optimizer, warmup=warmup, runs=runs, min_run_s=min_run_s,
+            check=check))
         for name in names:
             for m in (MODES if mode == "both" else (mode,)):
                 r = _bench_one(name, m, batch_size, img_size, dev, vs, vs_settings, channels_last, fuse,
                                compile, amp, warmup, runs, min_run_s, check, measure_memory, num_classes,
-                               report.machine["gemm_gflops"], extra)
+                               report.machine["gemm_gflops"], extra, fused_optimizer)
                 report.results.append(r)
                 if progress:
                     msg = f"{r.model} {r.mode}: {r.ours.images_per_s:.1f} img/s"
@@ -701,7 +734,8 @@ def benchmark(
 def _bench_one(name: str, mode: str, batch: int, img_size: int | None, dev: torch.device, vs: str | None,
                vs_settings: str, channels_last: bool | None, fuse: bool, compile: bool, amp: bool,
                warmup: int, runs: int, min_run_s: float, check: bool, measure_memory: bool,
-               num_classes: int | None, peak: float, extra: Sequence[Variant] = ()) -> BenchResult:
+               num_classes: int | None, peak: float, extra: Sequence[Variant] = (),
+               fused_opt: bool = False) -> BenchResult:
     from .analysis import count_macs, default_input_size, resolve_model
     from .analysis._common import shape_forward
 
@@ -724,14 +758,15 @@ def _bench_one(name: str, mode: str, batch: int, img_size: int | None, dev: torc
     if dev.type == "cuda":  # one copy from pinned memory, as the training engine does with the data set
         x, y = x.pin_memory().to(dev, non_blocking=True), y.pin_memory().to(dev, non_blocking=True)
 
-    sides = [_prepare("cnnzoo", label, ours, mode, x, y, dev, cl, fuse, compile, amp, check)]
+    sides = [_prepare("cnnzoo", label, ours, mode, x, y, dev, cl, fuse, compile, amp, check, fused_opt=fused_opt)]
     if vs is not None:
         if vs_settings in ("default", "both"):
             ref_name, ref = reference_model(label, vs, out_classes)
             sides.append(_prepare(vs, ref_name, ref, mode, x, y, dev, False, False, False, amp, check))
         if vs_settings in ("same", "both"):
             ref_name, ref = reference_model(label, vs, out_classes)
-            sides.append(_prepare(vs, ref_name, ref, mode, x, y, dev, cl, fuse, False, amp, check))
+            sides.append(_prepare(vs, ref_name, ref, mode, x, y, dev, cl, fuse, False, amp, check,
+                                  fused_opt=fused_opt))
     for v in extra:
         if v.impl == "cnnzoo":
             torch.manual_seed(0)
@@ -740,8 +775,8 @@ def _bench_one(name: str, mode: str, batch: int, img_size: int | None, dev: torc
             impl, (ref_name, ref) = vs, reference_model(label, vs, out_classes)
         else:
             raise CnnzooError(f"variant {v.label!r}: impl must be 'cnnzoo', or 'ref' together with vs")
-        sides.append(_prepare(impl, ref_name, ref, mode, x, y, dev, v.channels_last, v.fuse, False, amp, check,
-                              v.fuse_act))
+        sides.append(_prepare(impl, ref_name, ref, mode, x, y, dev, v.channels_last, v.fuse, False,
+                              amp if v.amp is None else v.amp, check, v.fuse_act, v.fused_opt))
     _run_sides(sides, dev, warmup, runs, min_run_s, measure_memory)
     res = [_side_result(s, batch, flops, peak) for s in sides]
     out = BenchResult(model=label, mode=mode, batch_size=batch, img_size=size, in_chans=c, device=str(dev),

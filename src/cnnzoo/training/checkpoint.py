@@ -278,3 +278,12 @@ def unflatten_optimizer(opt: torch.optim.Optimizer, js: dict, tensors: dict[str,
         if "betas" in g:
             g["betas"] = tuple(g["betas"])
     opt.load_state_dict({"state": state, "param_groups": groups})
+    # saved tensors come back contiguous; give each state tensor its parameter's memory format again
+    # (channels_last weights): torch's fused SGD/AdamW kernels walk parameter and state in memory order and
+    # silently compute garbage when their strides differ (seen with torch 2.14 on the CPU)
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            for k, v in st.items():
+                if isinstance(v, Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                    st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)

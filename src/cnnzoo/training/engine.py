@@ -138,11 +138,20 @@ def _param_groups(net: nn.Module, cfg: TrainConfig, head: set[str]) -> list[dict
     return groups
 
 
+def fused_optimizer_ok(device: torch.device) -> bool:
+    """Whether torch's fused SGD/AdamW kernels run on ``device`` (CPU and CUDA): one kernel per parameter for
+    weight decay, momentum and the update, where the default runs several element-wise ops per parameter
+    (BENCHMARKS.md: what it gains in a training step)."""
+    return torch.device(device).type in ("cpu", "cuda")
+
+
 def _make_optimizer(groups: list[dict], cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    fused = True if fused_optimizer_ok(device) else None
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay,
+                                 fused=fused)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
-                           weight_decay=cfg.weight_decay)
+                           weight_decay=cfg.weight_decay, fused=fused)
 
 
 def _choose_img_size(cfg: TrainConfig, model_name: str | None, native: int) -> int:
