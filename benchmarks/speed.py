@@ -33,6 +33,7 @@ from cnnzoo.benchmark import (  # noqa: E402
     paired_ratio,
     pipeline_throughput,
 )
+from cnnzoo.training.engine import cpu_has_bf16_matmul  # noqa: E402
 
 NETS = ["resnet18", "resnet50", "vgg16_bn", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "googlenet"]
 TRAIN = {"batch_size": 32, "img_size": 64}
@@ -40,6 +41,9 @@ INFER = {"batch_size": 8, "img_size": 224}  # batch 8 keeps VGG-16 at 224 within
 RUNS: dict[str, int] = {}  # per-net timed runs where they should differ from --runs (5)
 BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
 TARGETS = {"train": 1.0, "train_aim": 1.15, "infer": 1.2, "loop": 1.1, "pipeline": 20.0}
+# bf16 autocast against float32 for the nets the training-accuracy rows use (batch 128, 32x32, CIFAR shape)
+BF16_NETS = ["resnet18_cifar", "resnet20_cifar"]
+BF16 = {"batch_size": 128, "img_size": 32}
 
 
 def _f(v: float | None, spec: str = ".1f", suffix: str = "") -> str:
@@ -59,8 +63,8 @@ def run(args: argparse.Namespace) -> dict:
     log = print if not args.quiet else (lambda *a, **k: None)
     for name in args.nets:
         runs = RUNS.get(name, args.runs)
-        r = benchmark(name, mode="train", vs="torchvision", runs=runs, warmup=2,
-                      extra=[Variant("ref_cl", channels_last=True)], **TRAIN)
+        r = benchmark(name, mode="train", vs="torchvision", vs_settings="both", runs=runs, warmup=2,
+                      extra=[Variant("ref_cl", channels_last=True), Variant("ref_fopt", fused_opt=True)], **TRAIN)
         out["train"].append(r.results[0].to_dict())
         log(r.table().splitlines()[-1], flush=True)
     for name in args.nets:
@@ -71,8 +75,16 @@ def run(args: argparse.Namespace) -> dict:
                                      channels_last=channels_last_default(name, "infer", "cpu"))], **INFER)
         out["infer"].append(r.results[0].to_dict())
         log(r.table().splitlines()[-1], flush=True)
+    if cpu_has_bf16_matmul() or args.bf16:
+        out["bf16"] = []
+        for name in BF16_NETS:
+            r = benchmark(name, mode="train", runs=args.runs, warmup=2, num_classes=10,
+                          extra=[Variant("bf16", impl="cnnzoo", channels_last=True, fused_opt=True, amp=True)],
+                          **BF16)
+            out["bf16"].append(r.results[0].to_dict())
+            log(r.table().splitlines()[-1], flush=True)
     if not args.skip_loop:
-        out["loop"] = loop_overhead("lenet5", "mnist", repeats=3)
+        out["loop"] = loop_overhead("lenet5", "mnist", repeats=args.loop_repeats)
         log(json.dumps(out["loop"]), flush=True)
         out["pipeline"] = [pipeline_throughput(d, repeats=3) for d in ("mnist", "cifar10")]
         log(json.dumps(out["pipeline"]), flush=True)
@@ -110,23 +122,27 @@ def markdown(d: dict, command: str) -> str:
         f"### Training: SGD step, batch {t['batch_size']}, {t['img_size']}x{t['img_size']} (target ours / "
         f"torchvision >= {TARGETS['train']}, aim {TARGETS['train_aim']})",
         "",
-        "*ours*: cnnzoo as shipped (channels_last where it was measured to pay); *tv*: torchvision as its "
-        "users run it (contiguous); *tv cl*: torchvision in channels_last. *tv cl / tv* is what channels_last "
-        "alone does on this CPU; *ours / tv same* compares the same computation (torchvision in our format).",
+        "*ours*: cnnzoo's step as shipped (channels_last where it was measured to pay on this CPU's ISA, torch's "
+        "fused SGD kernel as `cnnzoo.train` uses); *tv*: torchvision as its users run it (contiguous, torch's "
+        "default SGD); *tv cl*: torchvision in channels_last; *tv fused SGD*: torchvision with the fused SGD "
+        "kernel. So *tv cl / tv* is what channels_last alone does on this CPU, *tv fused SGD / tv* what the "
+        "fused optimizer alone does, and *ours / tv same* compares the same computation (torchvision in our "
+        "format with the fused SGD).",
         "",
-        "| net | ours img/s | ms/batch | ours format | tv img/s | **ours / tv** | >= 1.0 | tv cl img/s | tv cl / tv "
-        "| ours / tv same | GFLOP/s | of peak | peak MB |",
+        "| net | ours img/s | ms/batch | ours format | tv img/s | **ours / tv** | >= 1.0 | tv cl / tv "
+        "| tv fused SGD / tv | ours / tv same | GFLOP/s | of peak | peak MB |",
         "|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in d["train"]:
         o, tv, tvc = r["ours"], r["theirs"], r["extra"]["ref_cl"]
-        same = tvc if o["channels_last"] else tv
+        tvf, same = r["extra"].get("ref_fopt"), r.get("theirs_same")
         ratio = paired_ratio(o, tv)
         lines.append(
             f"| {r['model']} | {o['images_per_s']:.1f} | {o['latency_ms']:.0f} | "
             f"{'channels_last' if o['channels_last'] else 'contiguous'} | {tv['images_per_s']:.1f} | "
-            f"**{ratio:.2f}** | {_mark(ratio >= TARGETS['train'])} | {tvc['images_per_s']:.1f} | "
-            f"{paired_ratio(tvc, tv):.2f} | {paired_ratio(o, same):.2f} | "
+            f"**{ratio:.2f}** | {_mark(ratio >= TARGETS['train'])} | {paired_ratio(tvc, tv):.2f} | "
+            f"{_f(paired_ratio(tvf, tv) if tvf else None, '.2f')} | "
+            f"{_f(paired_ratio(o, same) if same else None, '.2f')} | "
             f"{o['gflops']:.1f} | {100 * o['peak_fraction']:.0f}% | "
             f"{_f(o['peak_mem_mb'], '.0f')} |")
     t = INFER
@@ -160,22 +176,44 @@ def markdown(d: dict, command: str) -> str:
             f"{paired_ratio(o, tvs):.2f} | {o['gflops']:.1f} | {100 * o['peak_fraction']:.0f}% | "
             f"{_f(o['peak_mem_mb'], '.0f')} | {o['max_rel_diff']:.1e} |")
     cl_train = [n for n in NETS if channels_last_default(n, "train", "cpu")]
-    same = [paired_ratio(r["ours"], r["extra"]["ref_cl"] if r["ours"]["channels_last"] else r["theirs"])
-            for r in d["train"]] + [paired_ratio(r["ours"], r["theirs_same"]) for r in d["infer"]]
+    same = [paired_ratio(r["ours"], r["theirs_same"]) for r in d["train"] + d["infer"] if r.get("theirs_same")]
     lines += [
         "",
         "Reading the figures: our nets and torchvision's run the same aten operations (docs/speed.md counts "
         "them), so the *same* columns compare identical computations and their spread around 1.0 "
         f"({min(same):.2f}-{max(same):.2f} in this run) is this run's measurement noise. In training, ours "
-        "beats torchvision as its users run it only where channels_last pays on this CPU; where it does not "
-        "(ResNet, VGG) the honest figure is 1.0 within that noise. In inference, folding BatchNorm, running "
+        "beats torchvision as its users run it where channels_last pays on this CPU, and by what the fused "
+        "SGD kernel saves (1-4 %: the optimizer is a small part of a step); where channels_last does not pay "
+        "(ResNet-18, ResNet-50) that is all there is to gain in float32 eager mode. In inference, folding "
+        "BatchNorm, running "
         "activations and residual adds inside the conv kernels, and channels_last all pay. `torch.compile` "
         "did not pay on this CPU (docs/speed.md), so it is opt-in.",
-        "channels_last defaults on the CPU (`cnnzoo.benchmark.channels_last_default`, chosen from these "
-        f"measurements and docs/speed.md's A/B runs): inference on for every net above; training on for "
+        "channels_last defaults on the CPU (`cnnzoo.benchmark.channels_last_default`, a table per CPU ISA "
+        f"chosen from these measurements and docs/speed.md's A/B runs; this CPU: {m['cpu_capability']}): "
+        "inference on for every net above; training on for "
         f"{', '.join(cl_train) or 'none'} and off for the others, where it was slower or no faster. On CUDA "
         "channels_last is on for all.",
     ]
+    if d.get("bf16"):
+        b = BF16
+        lines += [
+            "",
+            f"### Training in bf16 on this CPU: batch {b['batch_size']}, {b['img_size']}x{b['img_size']}, 10 "
+            "classes (not a target; what `cnnzoo train --amp bf16` buys)",
+            "",
+            "*fp32*: our step as shipped in float32; *bf16*: the same net under `torch.autocast(\"cpu\", "
+            "torch.bfloat16)` in channels_last (what the engine does with `--amp bf16`), float32 weights and "
+            "fused SGD in both. On CPUs with AMX tile units oneDNN runs bf16 convolutions on them; elsewhere bf16 "
+            "is emulated and usually slower, so it is opt-in. The training-accuracy rows above use it.",
+            "",
+            "| net | fp32 img/s | fp32 format | bf16 img/s | **bf16 / fp32** |",
+            "|---|---:|---|---:|---:|",
+        ]
+        for r in d["bf16"]:
+            o, bf = r["ours"], r["extra"]["bf16"]
+            lines.append(f"| {r['model']} | {o['images_per_s']:.1f} | "
+                         f"{'channels_last' if o['channels_last'] else 'contiguous'} | {bf['images_per_s']:.1f} | "
+                         f"**{paired_ratio(bf, o):.2f}** |")
     if "loop" in d:
         lp = d["loop"]
         lines += [
@@ -184,7 +222,7 @@ def markdown(d: dict, command: str) -> str:
             "",
             "`cnnzoo.train` (augmentation on whole batches, metrics accumulated on the device, LR schedule, "
             "bookkeeping; its per-epoch evaluation and checkpoint not counted) against bare forward + backward + "
-            "SGD step on the same, already prepared batches; alternated 3 times, medians "
+            f"SGD step on the same, already prepared batches; alternated {len(lp['engine_s_runs'])} times, medians "
             "(`cnnzoo.benchmark.loop_overhead`).",
             "",
             "| images | batch | engine epoch s | bare loop s | **engine / bare** | <= 1.1 | bare img/s |",
@@ -232,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=5, help="timed rounds per net (default 5)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's, = the cores)")
     p.add_argument("--skip-loop", action="store_true", help="skip the loop-overhead and pipeline figures")
+    p.add_argument("--loop-repeats", type=int, default=5, help="engine/bare alternations for the loop overhead")
+    p.add_argument("--bf16", action="store_true", help="time bf16 training even on a CPU without bf16 units")
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "speed.json"))
     p.add_argument("--dry-run", action="store_true", help="print the section, write nothing")

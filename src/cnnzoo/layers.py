@@ -206,7 +206,8 @@ class InvertedResidual(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = self.block(x)
         if self.use_res_connect:
-            out = self.stochastic_depth(out) + x
+            out = self.stochastic_depth(out)
+            out += x  # in place, as torchvision's MBConv: the projection's BatchNorm does not need its output
         return out
 
 

@@ -111,8 +111,9 @@ class BasicBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(self.drop_path(out) + identity)
+        out = self.drop_path(self.bn2(self.conv2(out)))
+        out += identity  # in place, as torchvision: BatchNorm's backward needs its input, not its output
+        return self.relu(out)
 
 
 class Bottleneck(nn.Module):
@@ -160,8 +161,9 @@ class Bottleneck(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(self.drop_path(out) + identity)
+        out = self.drop_path(self.bn3(self.conv3(out)))
+        out += identity  # in place, as torchvision
+        return self.relu(out)
 
 
 BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}

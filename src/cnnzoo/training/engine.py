@@ -145,11 +145,14 @@ def fused_optimizer_ok(device: torch.device) -> bool:
     return torch.device(device).type in ("cpu", "cuda")
 
 
-def _make_optimizer(groups: list[dict], cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def _make_optimizer(groups: list[dict], cfg: TrainConfig, device: torch.device,
+                    grad_scaler: bool = False) -> torch.optim.Optimizer:
     fused = True if fused_optimizer_ok(device) else None
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay,
                                  fused=fused)
+    if grad_scaler:  # fp16: fused SGD takes over the scaler's inf check and still moves momentum on skipped
+        fused = None  # steps (reported for torch 2.11: github.com/LibreYOLO/libreyolo/pull/771); AdamW's honours it
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
                            weight_decay=cfg.weight_decay, fused=fused)
 
@@ -538,7 +541,7 @@ def train(
             raise CnnzooError(f"the checkpoint in {existing} does not fit {cfg.model or 'the model'} as built now "
                               f"({first[:120]}): start a new run with another --out") from e
     groups = _param_groups(net, cfg, set(head_names))
-    opt = _make_optimizer(groups, cfg, dev)
+    opt = _make_optimizer(groups, cfg, dev, grad_scaler=amp_dt == torch.float16)
     scaler = torch.amp.GradScaler("cuda") if amp_dt == torch.float16 else None
 
     def autocast():
