@@ -31,8 +31,14 @@ class DistContext:
 
     def close(self) -> None:
         if self.owns_group and tdist.is_initialized():
-            tdist.destroy_process_group()
-            self.owns_group = False
+            # leave together: rank 0 still writes the curves and result.json when the others are done, and a
+            # rank that tears down gloo while a peer is still connected can abort the peer at exit
+            # ("terminate called without an active exception", seen under load in the DDP test)
+            try:
+                tdist.barrier()
+            finally:
+                tdist.destroy_process_group()
+                self.owns_group = False
 
 
 def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
