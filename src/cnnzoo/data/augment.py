@@ -48,7 +48,7 @@ class CropFlipTable:
     ``2 pad - dx`` in the second; rows are picked by reflected row index as in :func:`crop_flip`. So a batch
     is a single ``index_select`` of ``W``-byte windows (an ``unfold`` view of the table, no per-pixel
     indices), equal to ``crop_flip(images[idx], ...)`` bit for bit. The table costs ``2 (W + 2 pad) / W``
-    times the images' bytes (CIFAR-10: 384 MB) and is built once per run.
+    times the images' bytes (half that without flips; CIFAR-10: 384 MB) and is built once per run.
     """
 
     def __init__(self, images: Tensor, pad: int, hflip: bool) -> None:
