@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from cnnzoo.training.engine import EMULATED_BF16, cpu_has_bf16_matmul
+
 # name -> (target top-1 %, cnnzoo train arguments). Targets are the issue's; never lowered.
 ROWS: dict[str, tuple[float, list[str]]] = {
     "lenet5-mnist": (99.0, ["--model", "lenet5", "--dataset", "mnist", "--epochs", "12", "--lr", "0.1"]),
@@ -78,6 +80,13 @@ def run_row(name: str, out: Path, threads: int | None, force: bool = False,
     return entry
 
 
+def _bf16_emulated() -> bool:
+    """Whether ``--amp bf16`` would run emulated here: no GPU and no AMX/AVX512-BF16 in the CPU."""
+    import torch
+
+    return not torch.cuda.is_available() and not cpu_has_bf16_matmul()
+
+
 def _load(out: Path) -> dict:
     f = out / "results.json"
     return json.loads(f.read_text()) if f.is_file() else {}
@@ -125,6 +134,8 @@ def main() -> int:
     ap.add_argument("--force", action="store_true", help="run finished rows again from scratch")
     ap.add_argument("--budget-minutes", type=float, default=None,
                     help="stop each row after the epoch that crosses this many more minutes (resumable)")
+    ap.add_argument("--emulated-bf16", action="store_true",
+                    help="run the bf16 rows even on a CPU without bf16 units (emulated: days, not hours)")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--table", action="store_true", help="print the table of stored results and exit")
     a = ap.parse_args()
@@ -141,6 +152,10 @@ def main() -> int:
                 return 2
             if _load(out).get(name, {}).get("status") == "done" and not a.force:
                 print(f"{name}: done already (--force runs it again)", flush=True)
+                continue
+            if "bf16" in ROWS[name][1] and _bf16_emulated() and not a.emulated_bf16:
+                print(f"{name}: skipped: {EMULATED_BF16} (this row was sized for a CPU with AMX or a GPU; "
+                      "--emulated-bf16 runs it anyway)", file=sys.stderr, flush=True)
                 continue
             e = run_row(name, out, a.threads, a.force, a.budget_minutes)
             print(json.dumps(e), flush=True)

@@ -110,6 +110,7 @@ def _small_run(out, **kw):
 
 # bf16: a channels_last model with the fused SGD kernel, whose momentum buffers must get the weights' memory
 # format back on resume (a contiguous buffer beside a channels_last weight makes the kernel compute garbage)
+@pytest.mark.filterwarnings("ignore::cnnzoo.errors.CnnzooWarning")  # bf16 on a CPU without AMX: slow, still right
 @pytest.mark.parametrize("amp", ["auto", "bf16"])
 def test_resume_after_interruption_gives_identical_weights(tmp_path, amp):
     torch.manual_seed(0)
@@ -150,6 +151,7 @@ def test_amp_modes_resolve_per_device():
         train(SmallNet(), "digits", amp="fp8", out=None, **QUIET)
 
 
+@pytest.mark.filterwarnings("ignore::cnnzoo.errors.CnnzooWarning")  # bf16 on a CPU without AMX: slow, still right
 def test_cpu_bf16_training_learns_is_deterministic_and_keeps_float32_weights(tmp_path):
     """``--amp bf16`` on the CPU: autocast around forward/loss, float32 master weights, a channels_last
     model, and the same seed gives the same weights; it follows the float32 run's loss closely."""
@@ -166,6 +168,35 @@ def test_cpu_bf16_training_learns_is_deterministic_and_keeps_float32_weights(tmp
     loss = [h["train_loss"] for h in runs["a"].history]
     assert loss[-1] < loss[0] - 0.15  # learning (2.32 -> 2.12 here in either precision)
     assert abs(loss[-1] - runs["fp32"].history[-1]["train_loss"]) < 0.05
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_bf16_without_bf16_units_warns_once_in_one_line(tmp_path, monkeypatch, capsys, native):
+    """On a CPU without AMX/AVX512-BF16 bf16 autocast is emulated (ResNet-20 14x slower than float32 on an
+    AVX2 EPYC): training still runs, and the CLI says so in one stderr line; where the units exist it is
+    silent."""
+    import warnings
+
+    from cnnzoo.errors import CnnzooWarning
+    from cnnzoo.training import engine
+
+    monkeypatch.setattr(engine, "cpu_has_bf16_matmul", lambda: native)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        train(SmallNet(), "digits", epochs=1, batch_size=64, train_subset=128, test_subset=64, out=None,
+              amp="bf16", **QUIET)
+        train(SmallNet(), "digits", epochs=1, batch_size=64, train_subset=128, test_subset=64, out=None,
+              amp="off", **QUIET)
+    ours = [w for w in seen if issubclass(w.category, CnnzooWarning)]
+    assert len(ours) == (0 if native else 1)
+    if not native:
+        assert "drop --amp" in str(ours[0].message) and "\n" not in str(ours[0].message)
+        capsys.readouterr()
+        assert main(["train", "--model", "lenet5", "--dataset", "digits", "--epochs", "1", "--train-subset",
+                     "128", "--amp", "bf16", "--out", str(tmp_path / "cli"),
+                     "--no-progress"]) == 0
+        err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+        assert err == [f"cnnzoo train: warning: {engine.EMULATED_BF16}"]
 
 
 def test_existing_run_needs_resume_and_resume_must_match(tmp_path):

@@ -21,3 +21,7 @@ class UnknownModelError(CnnzooError, KeyError):
 
 class InputSizeError(CnnzooError):
     """An input tensor whose shape the network cannot take (too small, wrong channel count)."""
+
+
+class CnnzooWarning(UserWarning):
+    """A choice that works but is likely not what the user wants (the CLI prints it as one line)."""

@@ -11,8 +11,9 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 
-from ..errors import CnnzooError
+from ..errors import CnnzooError, CnnzooWarning
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    show = warnings.showwarning
+
+    def one_line(message, category, *rest, **kw):  # cnnzoo's own warnings as one line, no source excerpt
+        if issubclass(category, CnnzooWarning):
+            print(f"cnnzoo {args.command}: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, *rest, **kw)
+
+    warnings.showwarning = one_line
     try:
         return int(args.func(args) or 0)
     except CnnzooError as e:
@@ -42,3 +52,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cnnzoo {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = show

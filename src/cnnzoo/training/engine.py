@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 from ..data import ImageSet, dataset_info, load_dataset
 from ..data.augment import CropFlipTable, crop_flip, normalize
 from ..data.images import RESIZE_POLICY
-from ..errors import CnnzooError
+from ..errors import CnnzooError, CnnzooWarning
 from . import checkpoint as ck
 from .config import TrainConfig, build_config
 from .distributed import DistContext, all_reduce_, broadcast_flag, setup_distributed
@@ -176,6 +177,10 @@ def cpu_has_bf16_matmul() -> bool:
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return any(bool(getattr(cpu, c, lambda: False)()) for c in checks)
+
+
+EMULATED_BF16 = ("this CPU has no bf16 matrix units (Intel AMX or AVX512-BF16), so --amp bf16 runs emulated, "
+                 "about 14x slower than float32 (ResNet-20 on an AVX2 EPYC): drop --amp to train in float32")
 
 
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
@@ -528,6 +533,8 @@ def train(
 
     use_cuda = dev.type == "cuda"
     amp_dt = amp_dtype(cfg.amp, dev)
+    if amp_dt == torch.bfloat16 and dev.type == "cpu" and is_main and not cpu_has_bf16_matmul():
+        warnings.warn(EMULATED_BF16, CnnzooWarning, stacklevel=2)
     channels_last = cfg.channels_last and use_channels_last(cfg.model or None, dev, amp_dt)
     net.to(dev)
     if channels_last:
