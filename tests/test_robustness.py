@@ -249,3 +249,34 @@ def test_a_real_process_exits_2_with_one_line(tmp_path):
         err = p.stderr.strip()
         assert p.returncode == 2 and p.stdout == "", (argv, p.stdout, err)
         assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_train_refuses_an_img_size_whose_batch_or_folder_cannot_fit_in_memory(tmp_path, monkeypatch, capsys):
+    """A huge --img-size fails at once with one line that names the figure and the fix, before any decoding
+    or epoch (instead of the OOM killer partway through), and leaves no run behind; within the memory the
+    same run trains."""
+    from cnnzoo.training import engine
+
+    monkeypatch.setenv("CNNZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(engine, "available_memory", lambda device: 1 << 30)  # 1 GiB free
+    # resnet18_cifar at 256 px: 9.4 GiB of layer outputs per batch of 32 (cnnzoo summary: 301 MB an image)
+    rc = main(["train", "--model", "resnet18_cifar", "--dataset", "digits", "--img-size", "256", "--batch-size",
+               "32", "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "--img-size 256 with --batch-size 32: resnet18_cifar's layer outputs" in err
+    assert "more than the 1.0 GiB free on cpu: use a smaller --img-size or --batch-size" in err
+    assert not (tmp_path / "r" / "last").exists()
+    # the same net at a size that fits trains
+    res = cnnzoo.train("resnet18_cifar", "digits", img_size=8, batch_size=32, epochs=1, train_subset=64,
+                       test_subset=32, out=None, progress=False, verbose=False)
+    assert res.steps == 2
+    # a folder decoded at 12000 px: 4 images x 3 x 12000^2 bytes = 1.6 GiB, refused before decoding
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (tmp_path / "f" / split / cls).mkdir(parents=True)
+            Image.new("RGB", (20, 20), (10 * len(cls), 0, 0)).save(tmp_path / "f" / split / cls / "x.png")
+    with pytest.raises(CnnzooError, match=r"the folder's 4 images decoded at 12000x12000 take 1\.6 GiB"):
+        cnnzoo.train("resnet18_cifar", f"folder:{tmp_path / 'f'}", img_size=12000, epochs=1, out=None,
+                     progress=False, verbose=False)
+    assert not (tmp_path / "cache").exists()  # nothing was decoded

@@ -171,6 +171,50 @@ def _choose_img_size(cfg: TrainConfig, model_name: str | None, native: int) -> i
     return min(size, info.max_size) if info.max_size else size
 
 
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a run on ``device`` now: CUDA's free memory, else Linux's MemAvailable (None: unknown)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(model_name: str | None, in_chans: int, size: int, batch: int, device: torch.device,
+                 folder_images: int = 0) -> None:
+    """Refuse, before any decoding or training, a run that cannot fit in memory: a folder decoded at
+    ``size`` (uint8, every image of both splits) or one training batch's activations (the outputs of the
+    net's layers for ``batch`` images at ``size``, from :func:`cnnzoo.summary` on the meta device; backward
+    needs more, so this only stops the runs that surely fail, which would otherwise die to the OOM killer
+    or a CUDA out-of-memory error partway through)."""
+    free = available_memory(device)
+    if not free:
+        return
+    gib = 1 << 30
+    cache = folder_images * in_chans * size * size
+    if cache > free:
+        raise CnnzooError(f"--img-size {size}: the folder's {folder_images:,} images decoded at {size}x{size} take "
+                          f"{cache / gib:.1f} GiB, more than the {free / gib:.1f} GiB free: use a smaller --img-size")
+    if not model_name:
+        return
+    from ..analysis import summary
+    from ..analysis._common import resolve_model
+
+    try:
+        s = summary(resolve_model(model_name, device="meta", in_chans=in_chans), (in_chans, size, size))
+    except CnnzooError:  # e.g. a size below the net's minimum: the model's own check reports it later
+        return
+    need = batch * (s.activation_bytes + s.input_bytes)
+    if need > free:
+        raise CnnzooError(f"--img-size {size} with --batch-size {batch}: {model_name}'s layer outputs for one "
+                          f"training batch take {need / gib:.1f} GiB, more than the {free / gib:.1f} GiB free on "
+                          f"{device.type}: use a smaller --img-size or --batch-size")
+
+
 def cpu_has_bf16_matmul() -> bool:
     """Whether this CPU multiplies bf16 matrices natively (Intel AMX or AVX512-BF16), where oneDNN's bf16
     convolutions beat float32 ones; elsewhere bf16 autocast runs but emulated, and is usually slower."""
@@ -477,14 +521,19 @@ def train(
     model_name = cfg.model or None
     is_folder = cfg.dataset.startswith("folder:")
     native = dataset_info(cfg.dataset, data_dir).img_size if is_folder and not cfg.img_size else None
+    local_batch = max(1, cfg.batch_size // dist.world)
     if is_folder:
         size = _choose_img_size(cfg, model_name, native or int(cfg.img_size or 0))
+        info = dataset_info(cfg.dataset, data_dir, img_size=size)
+        check_memory(model_name, cfg.in_chans or info.in_chans, size, local_batch, dev,
+                     folder_images=info.train_size + info.test_size)
         train_set = load_dataset(cfg.dataset, "train", data_dir, img_size=size, progress=progress and is_main)
         test_set = load_dataset(cfg.dataset, "test", data_dir, img_size=size, progress=progress and is_main)
     else:
         train_set = load_dataset(cfg.dataset, "train", data_dir)
         test_set = load_dataset(cfg.dataset, "test", data_dir)
         size = _choose_img_size(cfg, model_name, train_set.img_size)
+        check_memory(model_name, cfg.in_chans or train_set.in_chans, size, local_batch, dev)
     for ds, n in ((train_set, cfg.train_subset), (test_set, cfg.test_subset)):
         if n and n < len(ds):
             g = torch.Generator().manual_seed(cfg.seed + (0 if ds is train_set else 1))
