@@ -520,11 +520,10 @@ def train(
     # ---- data
     model_name = cfg.model or None
     is_folder = cfg.dataset.startswith("folder:")
-    native = dataset_info(cfg.dataset, data_dir).img_size if is_folder and not cfg.img_size else None
     local_batch = max(1, cfg.batch_size // dist.world)
-    if is_folder:
-        size = _choose_img_size(cfg, model_name, native or int(cfg.img_size or 0))
-        info = dataset_info(cfg.dataset, data_dir, img_size=size)
+    if is_folder:  # one scan of the folder: its default size (unless --img-size), image and class counts
+        info = dataset_info(cfg.dataset, data_dir, img_size=cfg.img_size or None)
+        size = _choose_img_size(cfg, model_name, info.img_size)
         check_memory(model_name, cfg.in_chans or info.in_chans, size, local_batch, dev,
                      folder_images=info.train_size + info.test_size)
         train_set = load_dataset(cfg.dataset, "train", data_dir, img_size=size, progress=progress and is_main)
