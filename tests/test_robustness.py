@@ -259,7 +259,7 @@ def test_train_refuses_an_img_size_whose_batch_or_folder_cannot_fit_in_memory(tm
 
     monkeypatch.setenv("CNNZOO_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(engine, "available_memory", lambda device: 1 << 30)  # 1 GiB free
-    # resnet18_cifar at 256 px: 9.4 GiB of layer outputs per batch of 32 (cnnzoo summary: 301 MB an image)
+    # resnet18_cifar at 256 px: 9.4 GiB of layer outputs per batch of 32 (cnnzoo summary: 301 MiB an image)
     rc = main(["train", "--model", "resnet18_cifar", "--dataset", "digits", "--img-size", "256", "--batch-size",
                "32", "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress"])
     err = capsys.readouterr().err.strip()
