@@ -64,7 +64,9 @@ def run(args: argparse.Namespace) -> dict:
     for name in args.nets:
         runs = RUNS.get(name, args.runs)
         r = benchmark(name, mode="train", vs="torchvision", vs_settings="both", runs=runs, warmup=2,
-                      extra=[Variant("ref_cl", channels_last=True), Variant("ref_fopt", fused_opt=True)], **TRAIN)
+                      extra=[Variant("ref_cl", channels_last=True), Variant("ref_fopt", fused_opt=True),
+                             Variant("ours_onednn_wgrad", impl="cnnzoo", fused_opt=True, small_map=False,
+                                     channels_last=channels_last_default(name, "train", "cpu"))], **TRAIN)
         out["train"].append(r.results[0].to_dict())
         log(r.table().splitlines()[-1], flush=True)
     for name in args.nets:
@@ -123,25 +125,32 @@ def markdown(d: dict, command: str) -> str:
         f"torchvision >= {TARGETS['train']}, aim {TARGETS['train_aim']})",
         "",
         "*ours*: cnnzoo's step as shipped (channels_last where it was measured to pay on this CPU's ISA, torch's "
-        "fused SGD kernel as `cnnzoo.train` uses); *tv*: torchvision as its users run it (contiguous, torch's "
+        "fused SGD kernel as `cnnzoo.train` uses, and on CPUs where it was measured to pay the weight gradients of "
+        "the convs on small maps as one GEMM, `cnnzoo.conv_grad`: the format column counts those convs); "
+        "*tv*: torchvision as its users run it (contiguous, torch's "
         "default SGD); *tv cl*: torchvision in channels_last; *tv fused SGD*: torchvision with the fused SGD "
         "kernel. So *tv cl / tv* is what channels_last alone does on this CPU, *tv fused SGD / tv* what the "
-        "fused optimizer alone does, and *ours / tv same* compares the same computation (torchvision in our "
-        "format with the fused SGD).",
+        "fused optimizer alone does, *ours / ours oneDNN wgrad* what the GEMM weight gradients alone do, and "
+        "*ours / tv same* compares the same computation (torchvision with all of our fast paths).",
         "",
         "| net | ours img/s | ms/batch | ours format | tv img/s | **ours / tv** | >= 1.0 | tv cl / tv "
-        "| tv fused SGD / tv | ours / tv same | GFLOP/s | of peak | peak MB |",
-        "|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| tv fused SGD / tv | ours / ours oneDNN wgrad | ours / tv same | GFLOP/s | of peak | peak MB |",
+        "|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in d["train"]:
         o, tv, tvc = r["ours"], r["theirs"], r["extra"]["ref_cl"]
         tvf, same = r["extra"].get("ref_fopt"), r.get("theirs_same")
+        onednn = r["extra"].get("ours_onednn_wgrad")
+        fmt_col = "channels_last" if o["channels_last"] else "contiguous"
+        if o.get("gemm_wgrad"):
+            fmt_col += f", {o['gemm_wgrad']} GEMM wgrad"
         ratio = paired_ratio(o, tv)
         lines.append(
             f"| {r['model']} | {o['images_per_s']:.1f} | {o['latency_ms']:.0f} | "
-            f"{'channels_last' if o['channels_last'] else 'contiguous'} | {tv['images_per_s']:.1f} | "
+            f"{fmt_col} | {tv['images_per_s']:.1f} | "
             f"**{ratio:.2f}** | {_mark(ratio >= TARGETS['train'])} | {paired_ratio(tvc, tv):.2f} | "
             f"{_f(paired_ratio(tvf, tv) if tvf else None, '.2f')} | "
+            f"{_f(paired_ratio(o, onednn) if onednn else None, '.2f')} | "
             f"{_f(paired_ratio(o, same) if same else None, '.2f')} | "
             f"{o['gflops']:.1f} | {100 * o['peak_fraction']:.0f}% | "
             f"{_f(o['peak_mem_mb'], '.0f')} |")

@@ -143,6 +143,7 @@ class SideResult:
     compiled: bool
     amp: bool
     fused_opt: bool = False  # training step with torch's fused SGD kernel
+    gemm_wgrad: int = 0  # training: convs whose weight gradient ran as one GEMM (cnnzoo.conv_grad)
     max_abs_diff: float | None = None  # fast path vs plain path on the same input (None: no fast path used)
     max_rel_diff: float | None = None  # the same, divided by the plain output's largest magnitude
     compile_s: float | None = None
@@ -159,6 +160,7 @@ class Variant:
     fuse: bool = False
     fuse_act: bool = True  # with fuse on a CPU: also cnnzoo.fuse_activations (False: BatchNorm folding only)
     fused_opt: bool = False  # training: torch's fused SGD kernel (what cnnzoo.train uses) instead of the default
+    small_map: bool = False  # training: small-map weight gradients as one GEMM (cnnzoo.conv_grad)
     amp: bool | None = None  # bf16 autocast; None: as the benchmark's ``amp``
 
 
@@ -253,7 +255,7 @@ class BenchmarkReport:
 
 def _paths(s: SideResult) -> str:
     parts = [p for p, on in (("fused", s.fused), ("cl", s.channels_last), ("compile", s.compiled),
-                             ("bf16", s.amp)) if on]
+                             ("bf16", s.amp), ("gemm-wgrad", s.gemm_wgrad > 0)) if on]
     return "+".join(parts) or "-"
 
 
@@ -499,6 +501,7 @@ class _Side:
     max_rel_diff: float | None
     compile_s: float | None = None
     fused_opt: bool = False
+    gemm_wgrad: int = 0
     inner: int = 1
     times: list[float] = field(default_factory=list)
     mem: float | None = None
@@ -506,7 +509,7 @@ class _Side:
 
 def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Tensor, dev: torch.device,
              channels_last: bool, fuse: bool, compile: bool, amp: bool, check: bool,
-             fuse_act: bool = True, fused_opt: bool = False) -> _Side:
+             fuse_act: bool = True, fused_opt: bool = False, small_map: bool = False) -> _Side:
     """Apply the fast paths to ``model``, check them against the plain path, return its timed step."""
     model.to(dev)
     xc = x[: min(4, x.shape[0])]
@@ -531,6 +534,12 @@ def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Te
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    gemm_wgrad = 0
+    if small_map and mode == "train" and not compile:
+        from .conv_grad import count_gemm_convs, to_small_map_grads
+
+        to_small_map_grads(model)
+        gemm_wgrad = count_gemm_convs(model, x[:1], amp)
     compile_s = None
     if compile:
         try:
@@ -580,7 +589,7 @@ def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Te
 
     fused = fuse and mode == "infer"
     return _Side(impl, name, step, channels_last, fused, compile, amp, abs_d, rel_d, compile_s,
-                 fused_opt=fused_opt and mode == "train")
+                 fused_opt=fused_opt and mode == "train", gemm_wgrad=gemm_wgrad)
 
 
 def _time(side: _Side, dev: torch.device) -> float:
@@ -616,7 +625,7 @@ def _side_result(s: _Side, batch: int, flops: int, peak: float) -> SideResult:
         latency_ms_runs=[round(1e3 * t, 3) for t in s.times], inner=s.inner,
         peak_mem_mb=None if s.mem is None else round(s.mem, 1), gflops=round(gflops, 3),
         peak_fraction=round(gflops / peak, 4) if peak else None, channels_last=s.channels_last, fused=s.fused,
-        compiled=s.compiled, amp=s.amp, fused_opt=s.fused_opt,
+        compiled=s.compiled, amp=s.amp, fused_opt=s.fused_opt, gemm_wgrad=s.gemm_wgrad,
         max_abs_diff=None if s.max_abs_diff is None else float(f"{s.max_abs_diff:.3g}"),
         max_rel_diff=None if s.max_rel_diff is None else float(f"{s.max_rel_diff:.3g}"),
         compile_s=None if s.compile_s is None else round(s.compile_s, 2))
@@ -636,6 +645,7 @@ def benchmark(
     compile: bool = False,
     amp: bool | None = None,
     fused_optimizer: bool | None = None,
+    gemm_wgrad: bool | None = None,
     warmup: int = 2,
     runs: int = 5,
     min_run_s: float = 0.02,
@@ -701,6 +711,10 @@ def benchmark(
         from .training.engine import fused_optimizer_ok
 
         fused_optimizer = fused_optimizer_ok(dev)
+    if gemm_wgrad is None:
+        from .conv_grad import small_map_grads_default
+
+        gemm_wgrad = small_map_grads_default(dev)
     old_threads = torch.get_num_threads()
     if threads is not None:
         if threads < 1:
@@ -713,13 +727,14 @@ def benchmark(
         report = BenchmarkReport(machine=machine_info(dev), settings=dict(
             mode=mode, batch_size=batch_size, img_size=img_size, vs=vs,
             vs_settings=vs_settings if vs else None, channels_last=channels_last, fuse=fuse, compile=compile,
-            amp=amp, fused_optimizer=fused_optimizer, warmup=warmup, runs=runs, min_run_s=min_run_s,
+            amp=amp, fused_optimizer=fused_optimizer, gemm_wgrad=gemm_wgrad, warmup=warmup, runs=runs,
+            min_run_s=min_run_s,
             check=check))
         for name in names:
             for m in (MODES if mode == "both" else (mode,)):
                 r = _bench_one(name, m, batch_size, img_size, dev, vs, vs_settings, channels_last, fuse,
                                compile, amp, warmup, runs, min_run_s, check, measure_memory, num_classes,
-                               report.machine["gemm_gflops"], extra, fused_optimizer)
+                               report.machine["gemm_gflops"], extra, fused_optimizer, gemm_wgrad)
                 report.results.append(r)
                 if progress:
                     msg = f"{r.model} {r.mode}: {r.ours.images_per_s:.1f} img/s"
@@ -738,7 +753,7 @@ def _bench_one(name: str, mode: str, batch: int, img_size: int | None, dev: torc
                vs_settings: str, channels_last: bool | None, fuse: bool, compile: bool, amp: bool,
                warmup: int, runs: int, min_run_s: float, check: bool, measure_memory: bool,
                num_classes: int | None, peak: float, extra: Sequence[Variant] = (),
-               fused_opt: bool = False) -> BenchResult:
+               fused_opt: bool = False, small_map: bool = False) -> BenchResult:
     from .analysis import count_macs, default_input_size, resolve_model
     from .analysis._common import shape_forward
 
@@ -761,7 +776,8 @@ def _bench_one(name: str, mode: str, batch: int, img_size: int | None, dev: torc
     if dev.type == "cuda":  # one copy from pinned memory, as the training engine does with the data set
         x, y = x.pin_memory().to(dev, non_blocking=True), y.pin_memory().to(dev, non_blocking=True)
 
-    sides = [_prepare("cnnzoo", label, ours, mode, x, y, dev, cl, fuse, compile, amp, check, fused_opt=fused_opt)]
+    sides = [_prepare("cnnzoo", label, ours, mode, x, y, dev, cl, fuse, compile, amp, check, fused_opt=fused_opt,
+                      small_map=small_map)]
     if vs is not None:
         if vs_settings in ("default", "both"):
             ref_name, ref = reference_model(label, vs, out_classes)
@@ -769,7 +785,7 @@ def _bench_one(name: str, mode: str, batch: int, img_size: int | None, dev: torc
         if vs_settings in ("same", "both"):
             ref_name, ref = reference_model(label, vs, out_classes)
             sides.append(_prepare(vs, ref_name, ref, mode, x, y, dev, cl, fuse, False, amp, check,
-                                  fused_opt=fused_opt))
+                                  fused_opt=fused_opt, small_map=small_map))
     for v in extra:
         if v.impl == "cnnzoo":
             torch.manual_seed(0)
@@ -779,7 +795,7 @@ def _bench_one(name: str, mode: str, batch: int, img_size: int | None, dev: torc
         else:
             raise CnnzooError(f"variant {v.label!r}: impl must be 'cnnzoo', or 'ref' together with vs")
         sides.append(_prepare(impl, ref_name, ref, mode, x, y, dev, v.channels_last, v.fuse, False,
-                              amp if v.amp is None else v.amp, check, v.fuse_act, v.fused_opt))
+                              amp if v.amp is None else v.amp, check, v.fuse_act, v.fused_opt, v.small_map))
     _run_sides(sides, dev, warmup, runs, min_run_s, measure_memory)
     res = [_side_result(s, batch, flops, peak) for s in sides]
     out = BenchResult(model=label, mode=mode, batch_size=batch, img_size=size, in_chans=c, device=str(dev),

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
                    help="fold BatchNorm into convolutions for inference and, on the CPU, run activations "
                    "and residual adds inside the conv kernels (default: on)")
+    p.add_argument("--gemm-wgrad", action=argparse.BooleanOptionalAction, default=None,
+                   help="training: weight gradients of convs on small maps as one GEMM, our net (and the "
+                        "reference with --vs-settings same) (default: on CPUs where it was measured to pay)")
     p.add_argument("--compile", action="store_true", help="torch.compile our net (compile time not timed)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast on CUDA, both sides (default: on with CUDA)")
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     report = benchmark(
         args.models, mode=args.mode, batch_size=args.batch_size, img_size=args.img_size, device=args.device,
         vs=args.vs, vs_settings=args.vs_settings, channels_last=args.channels_last, fuse=args.fuse,
-        compile=args.compile, amp=args.amp, warmup=args.warmup, runs=args.runs, threads=args.threads,
+        compile=args.compile, amp=args.amp, gemm_wgrad=args.gemm_wgrad, warmup=args.warmup, runs=args.runs,
+        threads=args.threads,
         check=not args.no_check, progress=args.format == "table")
     if args.format == "json":
         print(json.dumps(report.to_dict(), indent=1))

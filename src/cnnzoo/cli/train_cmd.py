@@ -65,6 +65,9 @@ def add_training_args(p: argparse.ArgumentParser, model_required: bool = True) -
                    help="mixed precision: auto (default) = bf16/fp16 on CUDA, fp32 on the CPU; bf16 = bf16 "
                         "autocast on CUDA or the CPU (2-3x faster on CPUs with AMX); off = fp32")
     p.add_argument("--no-amp", dest="amp", action="store_const", const="off", help="same as --amp off")
+    p.add_argument("--gemm-wgrad", action=argparse.BooleanOptionalAction, default=None,
+                   help="CPU float32: weight gradients of convs on small maps as one matrix multiply, where it "
+                        "was measured to pay (default: on; --no-gemm-wgrad for oneDNN's kernel everywhere)")
     p.add_argument("--sync-bn", action="store_true", default=None,
                    help="DDP on GPUs: synchronise BatchNorm statistics")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=True,
@@ -101,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         data_dir=args.data_dir, device=args.device, progress=args.progress and args.format == "text",
         verbose=args.format == "text", amp=args.amp, sync_bn=args.sync_bn, train_subset=args.train_subset,
-        pad=args.pad, hflip=args.hflip)
+        pad=args.pad, hflip=args.hflip, gemm_wgrad=args.gemm_wgrad)
     if args.format == "json":
         import os
 

@@ -38,6 +38,9 @@ class TrainConfig:
     # on CPUs with bf16 matrix units, e.g. Intel AMX); "fp16" (CUDA); "off" = fp32 everywhere
     amp: str = "auto"
     channels_last: bool = True  # CUDA, CPU bf16, and CPU fp32 for the nets where it was measured to pay
+    # CPU float32: weight gradients of convs on small maps as one GEMM, on CPUs where it was measured to pay
+    # (:mod:`cnnzoo.conv_grad`; forward and input gradients unchanged, weight gradients to float rounding)
+    gemm_wgrad: bool = True
     sync_bn: bool = False  # DDP: SyncBatchNorm
     eval_batch_size: int = 512
     in_chans: int | None = None  # None: the data set's (or a --pretrained file's first conv)

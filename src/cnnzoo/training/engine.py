@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..conv_grad import small_map_grads, small_map_grads_default
 from ..data import ImageSet, dataset_info, load_dataset
 from ..data.augment import CropFlipTable, crop_flip, normalize
 from ..data.images import RESIZE_POLICY
@@ -584,6 +585,7 @@ def train(
     if amp_dt == torch.bfloat16 and dev.type == "cpu" and is_main and not cpu_has_bf16_matmul():
         warnings.warn(EMULATED_BF16, CnnzooWarning, stacklevel=2)
     channels_last = cfg.channels_last and use_channels_last(cfg.model or None, dev, amp_dt)
+    gemm_wgrad = cfg.gemm_wgrad and amp_dt is None and small_map_grads_default(dev)
     net.to(dev)
     if channels_last:
         net.to(memory_format=torch.channels_last)
@@ -714,6 +716,9 @@ def train(
     last_save = time.perf_counter()
     epoch = start_epoch
     bar = None
+    convs = contextlib.ExitStack()  # our nn.Conv2d layers as SmallMapConv2d while training, plain after
+    if gemm_wgrad:
+        convs.enter_context(small_map_grads(net))
     try:
         while epoch < cfg.epochs and stopped is None:
             perm, dy, dx, flip = epoch_plan(cfg.seed, epoch, n, pad, hflip, dev)
@@ -839,6 +844,7 @@ def train(
                     stopped = "time_budget"
                     say(f"time budget of {time_budget_s:g} s reached after epoch {epoch}")
     finally:
+        convs.close()
         if bar is not None:
             bar.close()
         if writer is not None:
