@@ -675,6 +675,9 @@ def benchmark(
         fused_optimizer: training: our step uses torch's fused SGD kernel, as :func:`cnnzoo.train` does
             (``None``: where the device has it); the reference as its users run it keeps torch's default
             SGD, the like-for-like reference (``vs_settings="same"``) gets the fused kernel too.
+        gemm_wgrad: training: the weight gradients of convs on small maps as one GEMM
+            (:mod:`cnnzoo.conv_grad`), for our net and the like-for-like reference (``None``: on CPUs where it
+            was measured to pay, as :func:`cnnzoo.train` does); ``BenchResult.ours.gemm_wgrad`` counts them.
         runs / warmup: timed runs (median reported) and untimed warm-up batches per net.
         min_run_s: very fast nets repeat the batch within a timed run until it lasts this long.
         threads: CPU threads for the duration (``torch.set_num_threads``); ``None``: torch's default.
