@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> dict:
         runs = RUNS.get(name, args.runs)
         r = benchmark(name, mode="train", vs="torchvision", vs_settings="both", runs=runs, warmup=2,
                       extra=[Variant("ref_cl", channels_last=True), Variant("ref_fopt", fused_opt=True),
-                             Variant("ours_onednn_wgrad", impl="cnnzoo", fused_opt=True, small_map=False,
+                             Variant("ours_onednn_wgrad", impl="cnnzoo", fused_opt=True, gemm_wgrad=False,
                                      channels_last=channels_last_default(name, "train", "cpu"))], **TRAIN)
         out["train"].append(r.results[0].to_dict())
         log(r.table().splitlines()[-1], flush=True)

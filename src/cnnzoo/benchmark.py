@@ -160,7 +160,7 @@ class Variant:
     fuse: bool = False
     fuse_act: bool = True  # with fuse on a CPU: also cnnzoo.fuse_activations (False: BatchNorm folding only)
     fused_opt: bool = False  # training: torch's fused SGD kernel (what cnnzoo.train uses) instead of the default
-    small_map: bool = False  # training: small-map weight gradients as one GEMM (cnnzoo.conv_grad)
+    gemm_wgrad: bool = False  # training: small-map weight gradients as one GEMM (cnnzoo.conv_grad)
     amp: bool | None = None  # bf16 autocast; None: as the benchmark's ``amp``
 
 
@@ -509,7 +509,7 @@ class _Side:
 
 def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Tensor, dev: torch.device,
              channels_last: bool, fuse: bool, compile: bool, amp: bool, check: bool,
-             fuse_act: bool = True, fused_opt: bool = False, small_map: bool = False) -> _Side:
+             fuse_act: bool = True, fused_opt: bool = False, gemm_wgrad: bool = False) -> _Side:
     """Apply the fast paths to ``model``, check them against the plain path, return its timed step."""
     model.to(dev)
     xc = x[: min(4, x.shape[0])]
@@ -534,12 +534,12 @@ def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Te
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    gemm_wgrad = 0
-    if small_map and mode == "train" and not compile:
+    n_gemm = 0
+    if gemm_wgrad and mode == "train" and not compile:
         from .conv_grad import count_gemm_convs, to_small_map_grads
 
         to_small_map_grads(model)
-        gemm_wgrad = count_gemm_convs(model, x[:1], amp)
+        n_gemm = count_gemm_convs(model, x[:1], amp)
     compile_s = None
     if compile:
         try:
@@ -589,7 +589,7 @@ def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Te
 
     fused = fuse and mode == "infer"
     return _Side(impl, name, step, channels_last, fused, compile, amp, abs_d, rel_d, compile_s,
-                 fused_opt=fused_opt and mode == "train", gemm_wgrad=gemm_wgrad)
+                 fused_opt=fused_opt and mode == "train", gemm_wgrad=n_gemm)
 
 
 def _time(side: _Side, dev: torch.device) -> float:
@@ -756,7 +756,7 @@ def _bench_one(name: str, mode: str, batch: int, img_size: int | None, dev: torc
                vs_settings: str, channels_last: bool | None, fuse: bool, compile: bool, amp: bool,
                warmup: int, runs: int, min_run_s: float, check: bool, measure_memory: bool,
                num_classes: int | None, peak: float, extra: Sequence[Variant] = (),
-               fused_opt: bool = False, small_map: bool = False) -> BenchResult:
+               fused_opt: bool = False, gemm_wgrad: bool = False) -> BenchResult:
     from .analysis import count_macs, default_input_size, resolve_model
     from .analysis._common import shape_forward
 
@@ -780,7 +780,7 @@ def _bench_one(name: str, mode: str, batch: int, img_size: int | None, dev: torc
         x, y = x.pin_memory().to(dev, non_blocking=True), y.pin_memory().to(dev, non_blocking=True)
 
     sides = [_prepare("cnnzoo", label, ours, mode, x, y, dev, cl, fuse, compile, amp, check, fused_opt=fused_opt,
-                      small_map=small_map)]
+                      gemm_wgrad=gemm_wgrad)]
     if vs is not None:
         if vs_settings in ("default", "both"):
             ref_name, ref = reference_model(label, vs, out_classes)
@@ -788,7 +788,7 @@ def _bench_one(name: str, mode: str, batch: int, img_size: int | None, dev: torc
         if vs_settings in ("same", "both"):
             ref_name, ref = reference_model(label, vs, out_classes)
             sides.append(_prepare(vs, ref_name, ref, mode, x, y, dev, cl, fuse, False, amp, check,
-                                  fused_opt=fused_opt, small_map=small_map))
+                                  fused_opt=fused_opt, gemm_wgrad=gemm_wgrad))
     for v in extra:
         if v.impl == "cnnzoo":
             torch.manual_seed(0)
@@ -798,7 +798,7 @@ def _bench_one(name: str, mode: str, batch: int, img_size: int | None, dev: torc
         else:
             raise CnnzooError(f"variant {v.label!r}: impl must be 'cnnzoo', or 'ref' together with vs")
         sides.append(_prepare(impl, ref_name, ref, mode, x, y, dev, v.channels_last, v.fuse, False,
-                              amp if v.amp is None else v.amp, check, v.fuse_act, v.fused_opt, v.small_map))
+                              amp if v.amp is None else v.amp, check, v.fuse_act, v.fused_opt, v.gemm_wgrad))
     _run_sides(sides, dev, warmup, runs, min_run_s, measure_memory)
     res = [_side_result(s, batch, flops, peak) for s in sides]
     out = BenchResult(model=label, mode=mode, batch_size=batch, img_size=size, in_chans=c, device=str(dev),

@@ -3,8 +3,9 @@
 oneDNN's weight-gradient kernel for a k x k convolution is slow when the output map is small and the
 channels many: the reduction it runs over (batch x output positions) is short and the weight large. On a
 2-core AVX2 AMD EPYC, torch 2.14, the weight gradient of ResNet-18's 512-channel 3x3 convs at 2x2 (batch 32,
-64x64 input) took 52 ms in oneDNN against 10 ms as ``unfold`` + one GEMM, which made those three convs a
-third of the whole training step. The same gradient as a GEMM: with ``cols = unfold(x)`` (the
+64x64 input) took 52.8 ms in oneDNN against 10.5 ms as ``unfold`` + one GEMM
+(``benchmarks/conv_weight_grad.py``), and the backward of those three convs was 31.5 % of the whole training
+step (``benchmarks/profile_step.py resnet18``). The same gradient as a GEMM: with ``cols = unfold(x)`` (the
 ``C*k*k`` inputs each output position sees) and ``g`` the output gradient, ``dW = g^T @ cols`` over all
 ``N * H_out * W_out`` positions at once.
 
@@ -31,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+from .layers import conv2d_out_hw
 
 __all__ = ["SmallMapConv2d", "count_gemm_convs", "gemm_weight_grad", "small_map_grads", "small_map_grads_default",
            "to_small_map_grads"]
@@ -96,10 +99,8 @@ class SmallMapConv2d(nn.Conv2d):
         if not (x.dim() == 4 and x.device.type == "cpu" and x.dtype == w.dtype == torch.float32
                 and not torch.is_autocast_enabled("cpu")):
             return False
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
-        ho = (x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-        wo = (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        return ho > 0 and wo > 0 and gemm_weight_grad(self.in_channels, (kh, kw), (ho, wo))
+        ho, wo = conv2d_out_hw(self, x.shape[2], x.shape[3])
+        return ho > 0 and wo > 0 and gemm_weight_grad(self.in_channels, self.kernel_size, (ho, wo))
 
     def forward(self, x: Tensor) -> Tensor:
         if self._gemm(x):
@@ -112,22 +113,24 @@ def _convertible(m: nn.Module) -> bool:
             and not isinstance(m.padding, str))
 
 
-def to_small_map_grads(model: nn.Module) -> int:
-    """Turn the plain ``nn.Conv2d`` layers of ``model`` (groups 1, zero padding) into :class:`SmallMapConv2d`
-    in place (for good; :func:`small_map_grads` does it for a block); returns how many."""
+def _convert(model: nn.Module) -> list[nn.Module]:
     convs = [m for m in model.modules() if _convertible(m)]
     for m in convs:
         m.__class__ = SmallMapConv2d
-    return len(convs)
+    return convs
+
+
+def to_small_map_grads(model: nn.Module) -> int:
+    """Turn the plain ``nn.Conv2d`` layers of ``model`` (groups 1, zero padding) into :class:`SmallMapConv2d`
+    in place (for good; :func:`small_map_grads` does it for a block); returns how many."""
+    return len(_convert(model))
 
 
 @contextlib.contextmanager
 def small_map_grads(model: nn.Module, enabled: bool = True) -> Iterator[int]:
     """Within the block, the plain ``nn.Conv2d`` layers of ``model`` (groups 1, zero padding) are
     :class:`SmallMapConv2d`; yields how many. Restored afterwards, also on an exception."""
-    convs = [m for m in model.modules() if _convertible(m)] if enabled else []
-    for m in convs:
-        m.__class__ = SmallMapConv2d
+    convs = _convert(model) if enabled else []
     try:
         yield len(convs)
     finally:
@@ -140,8 +143,8 @@ def count_gemm_convs(model: nn.Module, x: Tensor, amp: bool = False) -> int:
     input ``x`` (one forward pass in eval mode without gradients, so nothing in the model changes)."""
     if amp:
         return 0
-    hits: list[bool] = []
-    hooks = [m.register_forward_pre_hook(lambda mod, args: hits.append(mod._pays(args[0])))
+    hits: set[int] = set()  # layers, not calls: a conv called twice counts once
+    hooks = [m.register_forward_pre_hook(lambda mod, args: hits.add(id(mod)) if mod._pays(args[0]) else None)
              for m in model.modules() if isinstance(m, SmallMapConv2d)]
     was_training = model.training
     try:
@@ -152,4 +155,4 @@ def count_gemm_convs(model: nn.Module, x: Tensor, amp: bool = False) -> int:
         model.train(was_training)
         for h in hooks:
             h.remove()
-    return sum(hits)
+    return len(hits)

@@ -32,6 +32,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
 from ._callable import make_module_callable as _make_callable
+from .layers import conv2d_out_hw
 
 __all__ = ["fuse", "find_conv_bn_pairs", "fuse_activations", "ConvPointwise2d"]
 
@@ -277,10 +278,7 @@ class ConvPointwise2d(nn.Conv2d):
             return False
         if other is None:
             return True
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
-        n, _, h, wd = x.shape
-        out = (n, self.out_channels, (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1,
-               (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+        out = (x.shape[0], self.out_channels, *conv2d_out_hw(self, x.shape[2], x.shape[3]))
         return other.dtype == x.dtype and other.device == x.device and tuple(other.shape) == out
 
     def forward(self, x: Tensor, other: Tensor | None = None) -> Tensor:  # type: ignore[override]

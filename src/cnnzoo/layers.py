@@ -15,6 +15,12 @@ from torch import Tensor, nn
 from .errors import CnnzooError
 
 
+def conv2d_out_hw(conv: nn.Conv2d, h: int, w: int) -> tuple[int, int]:
+    """The output map size of a 2-d conv (numeric padding) on an ``h`` x ``w`` input."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
+    return (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+
+
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round a channel count to a multiple of ``divisor`` without going more than 10 % below ``v``.
 
