@@ -35,7 +35,7 @@ class TrainConfig:
     aux_weight: float = 0.3  # GoogLeNet auxiliary classifiers (Szegedy et al. 2014)
     # mixed precision (:func:`cnnzoo.training.engine.amp_dtype`): "auto" = on CUDA bf16 autocast where
     # supported, else fp16 with a GradScaler, on the CPU fp32; "bf16" = bf16 autocast on CUDA or the CPU (fast
-    # on CPUs with bf16 matrix units, e.g. Intel AMX); "fp16" (CUDA); "off" = fp32 everywhere
+    # on CPUs with bf16 matrix units: Intel AMX, AVX512-BF16); "fp16" (CUDA); "off" = fp32 everywhere
     amp: str = "auto"
     channels_last: bool = True  # CUDA, CPU bf16, and CPU fp32 for the nets where it was measured to pay
     # CPU float32: weight gradients of convs on small maps as one GEMM, on CPUs where it was measured to pay
