@@ -33,7 +33,7 @@ ROWS: dict[str, tuple[float, list[str]]] = {
     "lenet5-fashion-mnist": (91.0, ["--model", "lenet5", "--dataset", "fashion-mnist", "--epochs", "30",
                                     "--lr", "0.1", "--pad", "0", "--label-smoothing", "0"]),
     # the best small-image ResNet of the zoo (ResNet-18 with a 3x3 stem, 11.2M params) in bf16 autocast: on
-    # an AMX Xeon it trains 2.66x faster than in float32, on an AVX512-BF16 Zen 4 2.36x (BENCHMARKS.md,
+    # an AMX Xeon it trains 2.66x faster than in float32, on an AVX512-BF16 Zen 4 1.9x (BENCHMARKS.md,
     # docs/speed.md), which is what makes these rows fit in one to four hours. ResNet-20 in float32 reached
     # 88.05 % on CIFAR-10 after 40 epochs (88.6 min); ResNet-18 after 15 epochs 89.36 % (66.6 min), so
     # CIFAR-10 gets 25

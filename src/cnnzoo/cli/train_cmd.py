@@ -63,7 +63,7 @@ def add_training_args(p: argparse.ArgumentParser, model_required: bool = True) -
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default=None,
                    help="mixed precision: auto (default) = bf16/fp16 on CUDA, fp32 on the CPU; bf16 = bf16 "
-                        "autocast on CUDA or the CPU (2-3x faster on CPUs with AMX or AVX512-BF16); "
+                        "autocast on CUDA or the CPU (about 2x faster on CPUs with AVX512-BF16, 2.7x with AMX); "
                         "off = fp32")
     p.add_argument("--no-amp", dest="amp", action="store_const", const="off", help="same as --amp off")
     p.add_argument("--gemm-wgrad", action=argparse.BooleanOptionalAction, default=None,
