@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     x, y = torch.randn(args.batch, 3, args.size, args.size), torch.randint(0, 1000, (args.batch,))
     if args.cnnzoo:
         import cnnzoo
-        from cnnzoo.benchmark import channels_last_default
+        from cnnzoo.benchmarking import channels_last_default
         from cnnzoo.conv_grad import small_map_grads_default, to_small_map_grads
 
         net = cnnzoo.create_model(args.model)

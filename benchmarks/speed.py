@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cnnzoo.benchmark import (  # noqa: E402
+from cnnzoo.benchmarking import (  # noqa: E402
     Variant,
     benchmark,
     channels_last_default,
@@ -110,7 +110,7 @@ def markdown(d: dict, command: str) -> str:
         "do not show in it), so absolute images/s are noisy. **Every ratio is measured side by side in one "
         "process**: the nets are timed interleaved, in rounds (ours, theirs, theirs, ours, ...), after warm-up; "
         "images/s are medians over the rounds, and every ratio is the median over rounds of the two nets' "
-        "times within a round (`cnnzoo.benchmark.paired_ratio`), so a load spike hits both sides of a ratio "
+        "times within a round (`cnnzoo.benchmarking.paired_ratio`), so a load spike hits both sides of a ratio "
         "alike. `cnnzoo benchmark` gives the same figures for any net (`--vs torchvision|timm`, "
         "`--format json`).",
         "",
@@ -198,7 +198,7 @@ def markdown(d: dict, command: str) -> str:
         "inference, folding BatchNorm, running "
         "activations and residual adds inside the conv kernels, and channels_last all pay. `torch.compile` "
         "did not pay on this CPU (docs/speed.md), so it is opt-in.",
-        "channels_last defaults on the CPU (`cnnzoo.benchmark.channels_last_default`, a table per CPU ISA "
+        "channels_last defaults on the CPU (`cnnzoo.benchmarking.channels_last_default`, a table per CPU ISA "
         f"chosen from these measurements and docs/speed.md's A/B runs; this CPU: {m['cpu_capability']}): "
         "inference on for every net above; training on for "
         f"{', '.join(cl_train) or 'none'} and off for the others, where it was slower or no faster. On CUDA "
@@ -233,7 +233,7 @@ def markdown(d: dict, command: str) -> str:
             "`cnnzoo.train` (augmentation on whole batches, metrics accumulated on the device, LR schedule, "
             "bookkeeping; its per-epoch evaluation and checkpoint not counted) against bare forward + backward + "
             f"SGD step on the same, already prepared batches; alternated {len(lp['engine_s_runs'])} times, medians "
-            "(`cnnzoo.benchmark.loop_overhead`).",
+            "(`cnnzoo.benchmarking.loop_overhead`).",
             "",
             "| images | batch | engine epoch s | bare loop s | **engine / bare** | <= 1.1 | bare img/s |",
             "|---:|---:|---:|---:|---:|---|---:|",
@@ -247,7 +247,7 @@ def markdown(d: dict, command: str) -> str:
             "",
             "Epoch plan + per batch of 128: random crop (reflect padding) and flip of the batch's images as "
             "row copies from the data set's crop table (`cnnzoo.data.augment.CropFlipTable`, built once per "
-            "run: *table s*), normalise to float32 (`cnnzoo.benchmark.pipeline_throughput`, the engine's own "
+            "run: *table s*), normalise to float32 (`cnnzoo.benchmarking.pipeline_throughput`, the engine's own "
             f"code). The fastest zoo model's training is LeNet-5 on MNIST above: {fastest:.0f} img/s.",
             "",
             "| data set | images/s | epoch s | load s (decode cache) | table s | **x fastest training** | >= 20 |",

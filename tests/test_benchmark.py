@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import cnnzoo
 from cnnzoo.analysis import count_macs
-from cnnzoo.benchmark import (
+from cnnzoo.benchmarking import (
     TIMM_NAMES,
     _prepare,
     benchmark,

@@ -14,7 +14,7 @@ from torch import nn
 
 import cnnzoo
 from cnnzoo.cli import main
-from cnnzoo.export import export
+from cnnzoo.exporting import export
 from cnnzoo.training import load_checkpoint
 from cnnzoo.training.engine import BatchPrep
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 import cnnzoo
 from cnnzoo.cli import main
-from cnnzoo.predict import predict
+from cnnzoo.inference import predict
 
 N_IMAGES = 60
 

@@ -25,12 +25,12 @@ _LAZY = {
     "train": "cnnzoo.training",
     "evaluate": "cnnzoo.training",
     "load_dataset": "cnnzoo.data",
-    "compare": "cnnzoo.compare",
-    "predict": "cnnzoo.predict",
-    "export": "cnnzoo.export",
-    "fuse": "cnnzoo.fuse",
-    "fuse_activations": "cnnzoo.fuse",
-    "benchmark": "cnnzoo.benchmark",
+    "compare": "cnnzoo.comparison",
+    "predict": "cnnzoo.inference",
+    "export": "cnnzoo.exporting",
+    "fuse": "cnnzoo.fusion",
+    "fuse_activations": "cnnzoo.fusion",
+    "benchmark": "cnnzoo.benchmarking",
 }
 
 

@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..benchmark import benchmark
+    from ..benchmarking import benchmark
 
     report = benchmark(
         args.models, mode=args.mode, batch_size=args.batch_size, img_size=args.img_size, device=args.device,

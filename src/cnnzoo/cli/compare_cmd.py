@@ -8,7 +8,7 @@ ORDER = 30
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..compare import PRESET_NAMES
+    from ..comparison import PRESET_NAMES
 
     p = sub.add_parser(
         "compare", help="train several models on one data set under one recipe and rank them (the main job)",
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..compare import compare
+    from ..comparison import compare
 
     res = compare(models=args.models, preset=args.preset, dataset=args.dataset, epochs=args.epochs,
                   budget_minutes=args.budget_minutes, img_size=args.img_size, out=args.out,

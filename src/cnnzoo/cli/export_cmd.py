@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import export
+    from ..exporting import export
 
     res = export(args.checkpoint, format=args.format, out=args.out, opset=args.opset,
                  fuse_bn=not args.no_fuse)

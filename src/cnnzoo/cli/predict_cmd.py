@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..predict import predict
+    from ..inference import predict
 
     res = predict(args.checkpoint, args.images, topk=args.topk, batch_size=args.batch_size,
                   device=args.device)

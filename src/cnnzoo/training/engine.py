@@ -253,12 +253,12 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
 def use_channels_last(name: str | None, device: torch.device, amp: torch.dtype | None) -> bool:
     """channels_last for training: on CUDA always; on the CPU in bf16 (oneDNN's bf16 kernels work in NHWC:
     ResNet-20 1.19x, ResNet-18 1.20x faster than contiguous here) and in float32 for the nets where it was
-    measured to pay (:func:`cnnzoo.benchmark.channels_last_default`)."""
+    measured to pay (:func:`cnnzoo.benchmarking.channels_last_default`)."""
     if device.type == "cuda" or (device.type == "cpu" and amp == torch.bfloat16):
         return True
     if device.type != "cpu":
         return False
-    from ..benchmark import channels_last_default
+    from ..benchmarking import channels_last_default
 
     return channels_last_default(name, "train", device)
 

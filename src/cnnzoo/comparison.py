@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 
 from . import compare_report as report
-from ._callable import make_module_callable as _make_callable
 from .errors import CnnzooError
 from .registry import list_models, model_info, resolve_name
 
@@ -162,7 +161,7 @@ def inference_speed(model: torch.nn.Module, x: torch.Tensor, min_time_s: float =
                     max_reps: int = 20) -> float:
     """Images/s of ``model`` (eval, BatchNorm folded, on the CPU activations fused into the convs, inference
     mode) on the batch ``x``: median of runs."""
-    from .fuse import fuse, fuse_activations
+    from .fusion import fuse, fuse_activations
 
     net = fuse(model).to(x.device)
     if x.device.type == "cpu":
@@ -425,6 +424,3 @@ def _write_outputs(rows: list[dict], info: dict, out: Path, final: bool) -> dict
                   if r["status"] == "ok" and r.get("confusion_png") and Path(r["confusion_png"]).is_file()}
     files["html"] = report.write_html(rows, info, out, files, confusions)
     return files
-
-# `cnnzoo.compare(...)` also works after `import cnnzoo.compare` (see cnnzoo._callable)
-_make_callable(__name__, "compare")

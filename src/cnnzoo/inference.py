@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._callable import make_module_callable as _make_callable
 from .errors import CnnzooError
 
 
@@ -154,6 +153,3 @@ def write_submission(predictions: Iterable[Prediction], path: str | os.PathLike)
         raise CnnzooError(f"cannot write {str(path)!r} ({e.strerror or e}): pass a writable --csv path") \
             from e
     return path
-
-# `cnnzoo.predict(...)` also works after `import cnnzoo.predict` (see cnnzoo._callable)
-_make_callable(__name__, "predict")

@@ -31,7 +31,6 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
-from ._callable import make_module_callable as _make_callable
 from .layers import conv2d_out_hw
 
 __all__ = ["fuse", "find_conv_bn_pairs", "fuse_activations", "ConvPointwise2d"]
@@ -368,7 +367,3 @@ def fuse_activations(model: nn.Module, inplace: bool = False) -> nn.Module:
         gm.register_forward_pre_hook(hook)
     gm.fused_activations = count  # type: ignore[assignment]
     return gm.eval()
-
-
-# `cnnzoo.fuse(...)` also works after `import cnnzoo.fuse` (see cnnzoo._callable)
-_make_callable(__name__, "fuse")

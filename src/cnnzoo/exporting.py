@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._callable import make_module_callable as _make_callable
 from .errors import CnnzooError
 
 FORMATS = ("onnx", "torchscript")
@@ -61,7 +60,7 @@ def prepare(model: nn.Module, fuse_bn: bool = True) -> nn.Module:
     """An eval-mode copy ready for tracing: BatchNorm folded (``cnnzoo.fuse``), input hooks removed."""
     import copy
 
-    from .fuse import fuse
+    from .fusion import fuse
 
     net = fuse(model) if fuse_bn else copy.deepcopy(model).eval()
     _strip_input_checks(net)
@@ -183,6 +182,3 @@ def export(
                           f"try --no-fuse, or report it as a bug")
     return ExportResult(path=path, format=fmt_, max_abs_diff=diff, fused_pairs=n_fused, input_shape=(c, s, s),
                         opset=opset if fmt_ == "onnx" else None)
-
-# `cnnzoo.export(...)` also works after `import cnnzoo.export` (see cnnzoo._callable)
-_make_callable(__name__, "export")

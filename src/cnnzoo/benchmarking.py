@@ -520,8 +520,8 @@ def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Te
             with torch.inference_mode():
                 ref = _first(model(xc)).clone()
         if fuse:
-            from .fuse import fuse as fold
-            from .fuse import fuse_activations
+            from .fusion import fuse as fold
+            from .fusion import fuse_activations
 
             model = fold(model, inplace=True)
             if fuse_act and dev.type == "cpu" and not compile:  # Inductor fuses on its own
@@ -978,9 +978,3 @@ def loop_overhead(model: str = "lenet5", dataset: str = "mnist", repeats: int = 
             "plan_s": round(plan_s, 4), "bare_images_per_s": round(steps * batch / b, 1),
             "engine_images_per_s": round(steps * batch / e, 1), "device": str(dev),
             "threads": torch.get_num_threads()}
-
-
-# `cnnzoo.benchmark(...)` also works after `import cnnzoo.benchmark` (see cnnzoo._callable)
-from ._callable import make_module_callable as _make_callable  # noqa: E402
-
-_make_callable(__name__, "benchmark")
