@@ -39,9 +39,7 @@ class Range:
         return what
 
     def ok(self, v: float) -> bool:
-        if self.kind is int and (isinstance(v, bool) or not float(v).is_integer()):
-            return False
-        if not math.isfinite(v):
+        if not math.isfinite(v) or (self.kind is int and not float(v).is_integer()):
             return False
         if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
             return False
@@ -50,8 +48,10 @@ class Range:
     def check(self, name: str, value: object) -> int | float:
         """``value`` as ``kind`` if it is in range, else a one-line error naming ``name`` and the range."""
         try:
-            v = float(value) if not isinstance(value, str) else float(value.strip())
-        except (TypeError, ValueError):
+            if isinstance(value, bool):  # True is not the number 1 here
+                raise TypeError
+            v = float(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError, OverflowError):
             raise CnnzooError(f"{name} must be {self.describe()} (got {value!r})") from None
         if not self.ok(v):
             raise CnnzooError(f"{name} must be {self.describe()} (got {value!r})")
