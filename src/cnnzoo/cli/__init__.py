@@ -10,14 +10,25 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import re
 import sys
 import warnings
 
 from ..errors import CnnzooError, CnnzooWarning
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the useful line first: a bad flag is one line, ``cnnzoo CMD: error: --flag: must be ...,
+    got ... (see cnnzoo CMD --help)``, instead of a usage dump followed by the error (subcommands inherit it)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # "argument -b/--batch-size: ..." -> "--batch-size: ..." (the long name, as the user types it)
+        message = re.sub(r"^argument (?:-\w/)?(\S+?): ", r"\1: ", message)
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="cnnzoo", description="Classic CNN backbones: list, inspect, train, compare, use.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -42,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             show(message, category, *rest, **kw)
 
     warnings.showwarning = one_line
+    # a file name that is not valid UTF-8 (os.fsdecode's surrogates) prints escaped, never UnicodeEncodeError
+    streams = [(f, f.errors) for f in (sys.stdout, sys.stderr) if hasattr(f, "reconfigure")]
+    for f, _ in streams:
+        f.reconfigure(errors="backslashreplace")
     try:
         return int(args.func(args) or 0)
     except CnnzooError as e:
@@ -49,8 +64,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"cnnzoo {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the OS said no (full disk, permission, read-only): one line, whatever the command
+        if args.debug:
+            raise
+        from ..oserr import os_error_line
+
+        print(f"cnnzoo {args.command}: error: {os_error_line(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"cnnzoo {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:
         warnings.showwarning = show
+        for f, errors in streams:
+            f.reconfigure(errors=errors)
