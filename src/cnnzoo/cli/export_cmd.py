@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..ranges import POSITIVE_INT
+
 ORDER = 55
 
 
@@ -16,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="run folder (best/ is used), its best/ or last/, or model.safetensors")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("--out", help="output file (default: <run folder>/<model>.onnx or .pt)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
+    p.add_argument("--opset", type=POSITIVE_INT.argtype(), default=17,
+                   help="ONNX opset (17 up to the newest this torch exports, 20 with torch 2.14; default 17)")
     p.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers as they are")
     p.set_defaults(func=run)
 

@@ -80,6 +80,13 @@ def write_checkpoint(
             _fsync_file(tmp / f)
         _fsync_dir(tmp)
         _swap_in(tmp, final)
+    except Exception as e:  # safetensors reports a full disk as SafetensorError: make it the OSError it is
+        from ..oserr import as_os_error
+
+        os_err = None if isinstance(e, OSError) else as_os_error(e, tmp / WEIGHTS)
+        if os_err is None:
+            raise
+        raise os_err from e
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -175,7 +182,9 @@ def read_meta(path: str | os.PathLike) -> dict:
         raise CnnzooError(f"{f} has damaged cnnzoo metadata ({e})") from e
     if not isinstance(meta, dict):
         raise CnnzooError(f"{f} has damaged cnnzoo metadata")
-    return meta
+    from .ckpt_check import validate_meta  # every field checked in one place (issue 19)
+
+    return validate_meta(meta, f)
 
 
 def read_weights(path: str | os.PathLike) -> dict[str, Tensor]:
@@ -202,16 +211,21 @@ def read_state(ckpt_dir: Path) -> tuple[dict, dict[str, Tensor]]:
     return state, tensors
 
 
-def build_model(meta: dict) -> nn.Module:
-    """A fresh model of the architecture a checkpoint's meta describes."""
+def build_model(meta: dict, where: object = "checkpoint") -> nn.Module:
+    """A fresh model of the architecture a checkpoint's meta describes (``where`` names it in errors)."""
     from ..registry import create_model
 
     name = meta.get("model")
     if not name:
         raise CnnzooError("the checkpoint was trained from a custom nn.Module, not a registered model: "
                           "build the model yourself and pass it as load_checkpoint(path, model=...)")
-    return create_model(name, num_classes=int(meta["num_classes"]), in_chans=int(meta["in_chans"]),
-                        **(meta.get("model_kwargs") or {}))
+    try:
+        return create_model(name, num_classes=int(meta["num_classes"]), in_chans=int(meta["in_chans"]),
+                            **(meta.get("model_kwargs") or {}))
+    except TypeError as e:  # model_kwargs the constructor does not take
+        from .ckpt_check import build_error
+
+        raise build_error(meta, where, e) from e
 
 
 def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, prefer: str = "best",
@@ -236,7 +250,10 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, pre
     meta = read_meta(p)
     weights = read_weights(p)
     if model is None:
-        model = build_model(meta)
+        model = build_model(meta, p / WEIGHTS)
+    from .ckpt_check import validate_weights
+
+    validate_weights(meta, weights, model, where=p / WEIGHTS)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
         what = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
