@@ -1,7 +1,9 @@
 """Load weights that are already on disk: torchvision, timm or cnnzoo checkpoints.
 
-Nothing is downloaded. ``.safetensors`` files are read with safetensors; ``.pth``/``.pt``/``.bin`` files
-with ``torch.load(weights_only=True)``, which refuses pickles that would run code. Keys from another
+Nothing is downloaded here (the published ImageNet weights, ``create_model(name, pretrained=True)``, are
+fetched by :mod:`cnnzoo.hub` and loaded through :func:`load_state_dict_into`). ``.safetensors`` files
+are read with safetensors; ``.pth``/``.pt``/``.bin`` files with ``torch.load(weights_only=True)``, which
+refuses pickles that would run code. Keys from another
 library are mapped by the model's ``convert_state_dict`` (defined by families whose names differ from
 timm/torchvision); classifier weights whose class count differs from the model's are left freshly
 initialised, which is what fine-tuning on a new data set wants.
@@ -66,7 +68,14 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> 
     Returns ``{"reset": [...]}``: the classifier keys left at their fresh initialisation because the
     checkpoint's class count differs from the model's. Any other mismatch raises a one-line error.
     """
-    sd = read_state_dict(path)
+    return load_state_dict_into(model, read_state_dict(path), origin=str(path), strict=strict)
+
+
+def load_state_dict_into(model: nn.Module, sd: dict[str, Tensor], origin: str,
+                         strict: bool = True) -> dict[str, list[str]]:
+    """:func:`load_pretrained` for a state_dict already in memory (``origin`` names it in errors): keys
+    mapped by ``model.convert_state_dict``, a classifier of another class count left fresh."""
+    path = origin
     convert = getattr(model, "convert_state_dict", None)
     if callable(convert):
         sd = convert(sd)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -176,21 +177,37 @@ class InputCheck:
 
 
 def create_model(
-    name: str, num_classes: int | None = None, in_chans: int | None = None, **kwargs
+    name: str, num_classes: int | None = None, in_chans: int | None = None,
+    pretrained: bool | str | os.PathLike | None = False, **kwargs
 ) -> nn.Module:
-    """Build a registered model with fresh (random) weights.
+    """Build a registered model with fresh (random) weights, or published/given ones with ``pretrained``.
 
     ``num_classes`` and ``in_chans`` default to the model's own (1000 classes and 3 channels for the
     ImageNet nets, 10 and 1 for LeNet-5). Extra keyword arguments go to the family's constructor
     (``dropout``, ``aux_logits``, ``zero_init_residual``, ``drop_path_rate``, ...). The returned model
     checks its input size in a forward pre-hook and names the minimum when an image is too small.
+
+    ``pretrained=True`` (or ``"imagenet"``, or a library's tag such as ``"IMAGENET1K_V1"``) loads the
+    ImageNet weights torchvision or timm publish for the net (downloaded once into torch hub's or Hugging
+    Face's cache; see :mod:`cnnzoo.hub`), ``pretrained=PATH`` a weights file. With another
+    ``num_classes`` the classifier stays fresh (fine-tuning). The weights' preprocessing is then in
+    ``model.default_cfg`` and ``model.pretrained_weights``.
     """
     info = model_info(name)
     num_classes = info.num_classes if num_classes is None else int(num_classes)
     in_chans = info.in_chans if in_chans is None else int(in_chans)
     if num_classes < 1 or in_chans < 1:
         raise CnnzooError(f"num_classes and in_chans must be >= 1 (got {num_classes}, {in_chans})")
+    if pretrained:
+        from .hub import build_kwargs
+
+        kwargs = {**build_kwargs(info.name, pretrained), **kwargs}  # GoogLeNet's transform_input
     model = info.fn(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    weights = None
+    if pretrained:  # into the classifier net, before any features_only wrapper
+        from .hub import load_weights
+
+        weights = load_weights(model, info.name, pretrained)["weights"]
     model.register_forward_pre_hook(InputCheck(info.name, in_chans, info.min_size, info.max_size))
     model.cnnzoo_name = info.name  # type: ignore[attr-defined]
     model.default_cfg = {  # type: ignore[attr-defined]  (timm's attribute name, for users' habits)
@@ -199,4 +216,8 @@ def create_model(
         "num_classes": num_classes,
         "min_size": info.min_size,
     }
+    if weights is not None:
+        from .hub import attach_weights
+
+        attach_weights(model, weights)
     return model

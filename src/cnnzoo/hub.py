@@ -1,0 +1,409 @@
+"""Published ImageNet weights with one argument: ``create_model(name, pretrained=True)``.
+
+The weights, their file names, hashes, preprocessing, class names and accuracies all come from the two
+libraries that publish them, through their own loaders; cnnzoo holds no URL of its own:
+
+- torchvision's weights enums (``torchvision.models.get_model_weights``) for every net torchvision has,
+  fetched by ``torch.hub.load_state_dict_from_url`` with ``check_hash=True`` (the file name carries the
+  SHA-256 prefix) into torch hub's cache, ``$TORCH_HOME/hub/checkpoints``: the folder torchvision itself
+  uses, so weights a user already has are loaded without a download.
+- timm's pretrained configs and loader for the nets only timm publishes (ResNet-C/D, MobileNetV1), cached
+  by Hugging Face (``$HF_HOME/hub``). timm is an optional extra; without it those nets say so in one line.
+
+The state_dict then goes through the model's ``convert_state_dict`` like any checkpoint file
+(:func:`cnnzoo.pretrained.load_state_dict_into`). Every failure a user can meet (offline, no network,
+hash mismatch, truncated download, unwritable cache, no published weights, unknown tag) is one
+:class:`~cnnzoo.errors.CnnzooError` line. Nothing half-written reaches a cache: torch hub downloads to a
+``.partial`` file that is renamed only after the hash matched (and removed otherwise), Hugging Face to an
+``.incomplete`` blob.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import math
+import os
+import pickle
+import sys
+import urllib.error
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from .errors import CnnzooError
+
+IMAGENET = "imagenet"  # the tag for each library's default ImageNet-1k weights
+
+# Constructor arguments torchvision's builder sets when it loads published weights, so that ours computes
+# the same function: GoogLeNet's weights were trained on inputs scaled to [-1, 1] (the original Inception
+# preprocessing) and torchvision's ``googlenet(weights=...)`` turns ``transform_input`` on to map
+# ImageNet-normalised input there.
+_BUILD_KWARGS: dict[str, dict[str, Any]] = {"googlenet": {"transform_input": True}}
+
+
+@dataclass(frozen=True)
+class PublishedWeights:
+    """One set of published ImageNet weights for a cnnzoo net, and the preprocessing they were scored with.
+
+    ``resize``/``crop``: the evaluation transform (shorter side to ``resize``, centre ``crop`` x ``crop``);
+    ``mean``/``std`` per RGB channel in [0, 1]; ``top1``/``top5`` the publisher's ImageNet-1k accuracy in
+    % (timm's configs carry none: ``None``). ``sha256`` is the hash prefix torch hub checks (``None`` for
+    Hugging Face files, which the hub client checks itself).
+    """
+
+    name: str  # cnnzoo model name
+    source: str  # "torchvision" or "timm"
+    ref: str  # torchvision builder name, or timm's "arch.tag"
+    tag: str  # torchvision enum member (IMAGENET1K_V2) or timm tag (ra2_in1k)
+    url: str
+    file_name: str
+    sha256: str | None
+    top1: float | None
+    top5: float | None
+    categories: tuple[str, ...]
+    resize: int
+    crop: int
+    interpolation: str  # "bilinear" or "bicubic"
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def cache_dir(self) -> Path:
+        """The folder the weights are (or will be) cached in: torch hub's checkpoints, or Hugging Face's."""
+        if self.source == "torchvision":
+            return _torch_hub_dir()
+        return _hf_cache_dir()
+
+    @property
+    def cache_path(self) -> Path:
+        """The cached file (torchvision) or Hugging Face repo folder (timm) for these weights."""
+        if self.source == "torchvision":
+            return self.cache_dir / self.file_name
+        return self.cache_dir / f"models--{_hf_repo(self).replace('/', '--')}"
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What to store in a checkpoint and apply at eval/predict time, JSON-ready: ``resize``, ``crop``
+        (the model's input size), ``interpolation``, ``mean``, ``std``."""
+        return {"resize": self.resize, "crop": self.crop, "interpolation": self.interpolation,
+                "mean": list(self.mean), "std": list(self.std)}
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["categories"] = list(self.categories)
+        return d
+
+
+def weights_source(name: str) -> tuple[str, str] | None:
+    """``("torchvision", builder)`` or ``("timm", arch)`` for a net whose weights a library may publish,
+    from its registry ``reference``; ``None`` for nets neither has (CIFAR variants, the papers' own)."""
+    from .registry import model_info
+
+    ref = model_info(name).reference
+    if ref.startswith("torchvision.models."):
+        return "torchvision", ref.removeprefix("torchvision.models.")
+    parts = ref.split()
+    if len(parts) == 2 and parts[0] == "timm" and parts[1].isidentifier():  # not "_gen_mobilenet_v1(0.25)"
+        return "timm", parts[1]
+    return None
+
+
+def published_weights(name: str, tag: str = IMAGENET) -> PublishedWeights:
+    """The published weights of ``name`` (``tag``: ``"imagenet"`` for the library's default, or one of its
+    own tags such as ``"IMAGENET1K_V1"`` or ``"ra2_in1k"``). Reads only the libraries' tables: no network.
+    Raises a one-line :class:`CnnzooError` for a net without published weights or an unknown tag."""
+    from .registry import model_info
+
+    info = model_info(name)
+    src = weights_source(info.name)
+    if src is None:
+        raise CnnzooError(f"{info.name} has no published ImageNet weights (neither torchvision nor timm has "
+                          f"this net): train it, or pass pretrained=PATH to a weights file of your own")
+    if src[0] == "torchvision":
+        return _torchvision_weights(info.name, src[1], tag)
+    return _timm_weights(info.name, src[1], tag)
+
+
+def weights_row(name: str) -> dict[str, Any]:
+    """``{"weights": source or None, "weights_tag": ..., "top1": ...}`` for ``cnnzoo list``; never raises
+    (a timm net without timm installed shows its source with no tag)."""
+    src = weights_source(name)
+    if src is None:
+        return {"weights": None, "weights_tag": None, "top1": None}
+    try:
+        pw = published_weights(name)
+    except CnnzooError:
+        return {"weights": src[0] if src[0] == "timm" else None, "weights_tag": None, "top1": None}
+    return {"weights": pw.source, "weights_tag": pw.tag, "top1": pw.top1}
+
+
+def parse_pretrained(pretrained: bool | str | os.PathLike | None) -> tuple[str, str] | None:
+    """``pretrained`` as ``("tag", tag)``, ``("path", path)`` or ``None`` (random weights).
+
+    ``True``, ``"imagenet"`` and ``"true"`` are the default published weights; a string that names an
+    existing file, contains a path separator or ends in a weights suffix is a file; any other string a
+    library's own tag (checked by :func:`published_weights`)."""
+    if pretrained is None or pretrained is False:
+        return None
+    if pretrained is True:
+        return "tag", IMAGENET
+    if isinstance(pretrained, os.PathLike):
+        return "path", os.fspath(pretrained)
+    if not isinstance(pretrained, str):
+        raise CnnzooError(f"pretrained must be True, 'imagenet', a tag or a weights file path "
+                          f"(got {type(pretrained).__name__})")
+    s = pretrained.strip()
+    if not s or s.lower() in ("false", "none", "0"):
+        return None
+    if s.lower() in ("true", "1", IMAGENET, "default"):
+        return "tag", IMAGENET
+    p = Path(s).expanduser()
+    if p.exists() or "/" in s or os.sep in s or p.suffix.lower() in (".pth", ".pt", ".bin", ".safetensors"):
+        return "path", str(p)
+    return "tag", s
+
+
+def build_kwargs(name: str, pretrained: bool | str | os.PathLike | None) -> dict[str, Any]:
+    """Constructor arguments the published weights need (GoogLeNet's ``transform_input``), for
+    :func:`cnnzoo.create_model` to pass unless the caller gave them."""
+    from .registry import model_info
+
+    parsed = parse_pretrained(pretrained)
+    if parsed is None or parsed[0] != "tag":
+        return {}
+    src = weights_source(model_info(name).name)
+    return dict(_BUILD_KWARGS.get(src[1], {})) if src and src[0] == "torchvision" else {}
+
+
+def load_weights(model: nn.Module, name: str, pretrained: bool | str | os.PathLike,
+                 progress: bool = True) -> dict[str, Any]:
+    """Load ``pretrained`` (a tag or a file, as :func:`parse_pretrained`) into ``model`` built as ``name``.
+
+    Returns :func:`~cnnzoo.pretrained.load_state_dict_into`'s report plus ``"weights"``: the
+    :class:`PublishedWeights` (``None`` for a file). A classifier of another class count is left fresh
+    (fine-tuning). Published weights are also attached (:func:`attach_weights`).
+    """
+    from .pretrained import load_pretrained, load_state_dict_into
+
+    parsed = parse_pretrained(pretrained)
+    if parsed is None:
+        return {"reset": [], "missing": [], "unexpected": [], "weights": None}
+    kind, value = parsed
+    if kind == "path":
+        return {**load_pretrained(model, value), "weights": None}
+    pw = published_weights(name, value)
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None and first.in_channels != 3:
+        raise CnnzooError(f"{pw.name}'s published weights take 3-channel (RGB) input but the model was built "
+                          f"with in_chans={first.in_channels}: build it with in_chans=3 (grey images are "
+                          f"repeated to 3 channels)")
+    report = load_state_dict_into(model, published_state_dict(pw, progress=progress),
+                                  origin=f"{pw.source} weights {pw.ref}.{pw.tag}")
+    attach_weights(model, pw)
+    return {**report, "weights": pw}
+
+
+def attach_weights(model: nn.Module, pw: PublishedWeights) -> None:
+    """Say on ``model`` which weights it holds: ``model.pretrained_weights`` and, merged into its
+    ``default_cfg`` (timm's place for them), the weights' preprocessing and ``"pretrained"``."""
+    model.pretrained_weights = pw  # type: ignore[attr-defined]
+    cfg = getattr(model, "default_cfg", None)
+    if isinstance(cfg, dict):
+        cfg.update({**pw.preprocessing(), "pretrained": f"{pw.source}:{pw.ref}.{pw.tag}"})
+
+
+def published_state_dict(pw: PublishedWeights, progress: bool = True) -> dict[str, Tensor]:
+    """The published state_dict (library key names), from the cache or downloaded into it."""
+    if pw.source == "torchvision":
+        return _fetch_torch_hub(pw, progress)
+    return _fetch_timm(pw, progress)
+
+
+# --- torchvision ---------------------------------------------------------------------------------------
+
+def _torch_hub_dir() -> Path:
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"  # reads $TORCH_HOME at each call
+
+
+def _torchvision_weights(name: str, builder: str, tag: str) -> PublishedWeights:
+    import torch.hub
+    from torchvision.models import get_model_weights
+
+    enum = get_model_weights(builder)
+    if tag.lower() == IMAGENET:
+        w = enum.DEFAULT
+    else:
+        w = next((m for m in enum if m.name.lower() == tag.lower()), None)
+        if w is None:
+            raise CnnzooError(f"unknown pretrained tag {tag!r} for {name}: use imagenet (= torchvision's "
+                              f"{enum.DEFAULT.name}), {', '.join(m.name for m in enum)} or a weights file path")
+    t = w.transforms()  # torchvision's ImageClassification preset: the evaluation transform
+    metrics = w.meta.get("_metrics", {}).get("ImageNet-1K", {})
+    file_name = os.path.basename(w.url.split("?")[0])
+    h = torch.hub.HASH_REGEX.search(file_name)
+    return PublishedWeights(
+        name=name, source="torchvision", ref=builder, tag=w.name, url=w.url, file_name=file_name,
+        sha256=h.group(1) if h else None, top1=metrics.get("acc@1"), top5=metrics.get("acc@5"),
+        categories=tuple(w.meta.get("categories") or ()), resize=int(t.resize_size[0]),
+        crop=int(t.crop_size[0]), interpolation=t.interpolation.value, mean=tuple(t.mean), std=tuple(t.std))
+
+
+def _fetch_torch_hub(pw: PublishedWeights, progress: bool) -> dict[str, Tensor]:
+    import torch.hub
+
+    from .data.base import downloads_allowed
+
+    folder, path = pw.cache_dir, pw.cache_path
+    put = f"put {pw.file_name} (from {pw.url}) in {folder}/"
+    if not path.is_file() and not downloads_allowed():
+        raise CnnzooError(f"offline ($CNNZOO_OFFLINE is set) and {pw.name}'s weights are not cached: {put}, "
+                          f"or unset CNNZOO_OFFLINE")
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # torch hub prints "Downloading: ..." on stdout
+            sd = torch.hub.load_state_dict_from_url(
+                pw.url, model_dir=str(folder), map_location="cpu", progress=progress, check_hash=True,
+                file_name=pw.file_name, weights_only=True)
+    except urllib.error.URLError as e:
+        raise CnnzooError(f"cannot download {pw.name}'s weights ({_reason(e)}): with no network, {put}") from e
+    except (http.client.HTTPException, ConnectionError, TimeoutError) as e:
+        raise CnnzooError(f"the download of {pw.url} broke off ({_reason(e)}); nothing was cached: run again, "
+                          f"or {put}") from e
+    except OSError as e:
+        raise CnnzooError(f"cannot write the weights cache {folder} ({_reason(e)}): set TORCH_HOME to a "
+                          f"writable folder, or {put}") from e
+    except RuntimeError as e:
+        if "invalid hash value" in str(e):
+            raise CnnzooError(f"the download of {pw.url} does not match its SHA-256 prefix {pw.sha256} "
+                              f"(truncated or altered); nothing was cached: run again") from e
+        raise _unreadable(pw, path, e) from e
+    except (pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise _unreadable(pw, path, e) from e
+    if not isinstance(sd, dict):
+        raise _unreadable(pw, path, TypeError("no state_dict in it"))
+    return sd
+
+
+def _unreadable(pw: PublishedWeights, path: Path, e: BaseException) -> CnnzooError:
+    return CnnzooError(f"the cached weights {path} are unreadable ({_reason(e)}): delete the file and run "
+                       f"again to download {pw.file_name} afresh")
+
+
+def _reason(e: BaseException) -> str:
+    r = getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return str(r).strip().splitlines()[0] if str(r).strip() else type(e).__name__
+
+
+# --- timm ----------------------------------------------------------------------------------------------
+
+def _need_timm(name: str):  # -> the timm module
+    try:
+        import timm
+    except ImportError as e:
+        raise CnnzooError(f"{name}'s published weights are timm's: pip install 'cnnzoo[timm]' (or pip install "
+                          f"timm)") from e
+    return timm
+
+
+def _timm_weights(name: str, arch: str, tag: str) -> PublishedWeights:
+    timm = _need_timm(name)
+    from timm.models import get_pretrained_cfg
+
+    tags = [t.split(".", 1)[1] for t in timm.list_pretrained(f"{arch}.*") if "." in t]
+    in1k = [t for t in tags if t.endswith("in1k")]
+    if not in1k:
+        raise CnnzooError(f"{name} has no published ImageNet-1k weights (timm has none for {arch}): train it, "
+                          f"or pass pretrained=PATH to a weights file of your own")
+    if tag.lower() == IMAGENET:
+        default = getattr(get_pretrained_cfg(arch), "tag", None)  # timm's own pretrained=True choice
+        tag = default if default in in1k else in1k[0]
+    elif tag not in tags:
+        raise CnnzooError(f"unknown pretrained tag {tag!r} for {name}: use imagenet (= timm's "
+                          f"{arch}.{in1k[0]}), {', '.join(tags)} or a weights file path")
+    cfg = get_pretrained_cfg(f"{arch}.{tag}")
+    crop = int(cfg.input_size[-1])
+    resize = math.floor(crop / cfg.crop_pct)  # timm's eval transform: scale_size = floor(img_size / crop_pct)
+    categories: tuple[str, ...] = ()
+    try:
+        from timm.data import ImageNetInfo, infer_imagenet_subset
+
+        subset = infer_imagenet_subset(cfg)
+        if subset:  # "tench, Tinca tinca" -> "tench", as torchvision names the same classes
+            categories = tuple(d.split(",")[0].strip() for d in ImageNetInfo(subset).label_descriptions())
+    except ImportError:  # an older timm without label info
+        pass
+    if cfg.hf_hub_id:
+        from huggingface_hub import hf_hub_url
+
+        file_name = getattr(cfg, "hf_hub_filename", None) or "model.safetensors"
+        url = hf_hub_url(cfg.hf_hub_id, file_name)
+    else:
+        url, file_name = cfg.url, os.path.basename(cfg.url)
+    return PublishedWeights(
+        name=name, source="timm", ref=arch, tag=tag, url=url, file_name=file_name, sha256=None, top1=None,
+        top5=None, categories=categories, resize=resize, crop=crop, interpolation=str(cfg.interpolation),
+        mean=tuple(float(m) for m in cfg.mean), std=tuple(float(s) for s in cfg.std))
+
+
+def _hf_cache_dir() -> Path:
+    """Hugging Face's hub cache, from the environment at call time (as ``huggingface_hub`` reads it)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def _hf_repo(pw: PublishedWeights) -> str:
+    from timm.models import get_pretrained_cfg
+
+    return get_pretrained_cfg(f"{pw.ref}.{pw.tag}").hf_hub_id or f"timm/{pw.ref}.{pw.tag}"
+
+
+def _is_hf(pw: PublishedWeights) -> bool:
+    from timm.models import get_pretrained_cfg
+
+    return bool(get_pretrained_cfg(f"{pw.ref}.{pw.tag}").hf_hub_id)
+
+
+def _hf_cached_file(pw: PublishedWeights) -> str | None:
+    """The weights file in the Hugging Face cache, if there (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = _hf_repo(pw)
+    for f in dict.fromkeys((pw.file_name, "model.safetensors", "pytorch_model.bin")):
+        hit = try_to_load_from_cache(repo, f, cache_dir=str(_hf_cache_dir()))
+        if isinstance(hit, str):
+            return hit
+    return None
+
+
+def _fetch_timm(pw: PublishedWeights, progress: bool) -> dict[str, Tensor]:
+    timm = _need_timm(pw.name)
+    from .data.base import downloads_allowed
+
+    repo, folder = _hf_repo(pw), _hf_cache_dir()
+    where = (f"on a machine with network run `hf download {repo}` and copy {pw.cache_path.name}/ into "
+             f"{folder}/, or download {pw.url} and pass pretrained=PATH")
+    overlay: dict[str, Any] = {}
+    cached = _hf_cached_file(pw) if _is_hf(pw) else None
+    if cached is not None:  # timm's loader reads the cached file itself: no network round trip
+        overlay = {"file": cached, "source": ""}
+    elif not downloads_allowed():
+        raise CnnzooError(f"offline ($CNNZOO_OFFLINE is set) and {pw.name}'s weights are not in the Hugging "
+                          f"Face cache: {where}")
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            m = timm.create_model(f"{pw.ref}.{pw.tag}", pretrained=True, pretrained_cfg_overlay=overlay or None,
+                                  cache_dir=str(folder) if _is_hf(pw) else None)
+    except ImportError as e:
+        raise CnnzooError(f"timm needs huggingface_hub to fetch {pw.ref}: pip install huggingface_hub") from e
+    except OSError as e:  # requests' and Hugging Face's errors are OSErrors
+        raise CnnzooError(f"cannot fetch {pw.name}'s weights from Hugging Face ({_reason(e)}): {where}") from e
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise CnnzooError(f"the cached weights for {pw.ref}.{pw.tag} in {folder} are unreadable ({_reason(e)}): "
+                          f"delete {pw.cache_path} and run again") from e
+    return m.state_dict()
