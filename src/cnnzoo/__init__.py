@@ -1,22 +1,31 @@
 """cnnzoo: classic CNN backbones, exact to their papers, with tools to look inside them and to train and
 compare them on your own data.
 
-The API mirrors timm: ``create_model``, ``list_models``, ``model_info``. Heavier parts (analysis,
-training, comparison) are imported on first use so that ``import cnnzoo`` and the CLI start fast.
+The API mirrors timm: ``create_model``, ``list_models``, ``model_info``. Everything that needs torch
+(the registry, analysis, training, comparison) is imported on first use (PEP 562), so ``import cnnzoo``
+and the CLI's ``--help``, argument errors and cached ``cnnzoo list`` answer without loading torch.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import importlib.util
 
 from .errors import CnnzooError, InputSizeError, UnknownModelError
-from .registry import ModelInfo, create_model, list_models, model_info, register_model
+
+TYPE_CHECKING = False  # (not typing's: importing typing costs the CLI's start 10-20 ms)
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time these come from __getattr__
+    from .registry import ModelInfo, create_model, list_models, model_info, register_model
 
 __version__ = "0.1.0"
 
 # public name -> module that defines it (imported lazily)
 _LAZY = {
+    "ModelInfo": "cnnzoo.registry",
+    "create_model": "cnnzoo.registry",
+    "list_models": "cnnzoo.registry",
+    "model_info": "cnnzoo.registry",
+    "register_model": "cnnzoo.registry",
     "load_pretrained": "cnnzoo.pretrained",
     "summary": "cnnzoo.analysis",
     "receptive_field": "cnnzoo.analysis",
@@ -34,13 +43,25 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    # a submodule not imported yet (``import cnnzoo; cnnzoo.analysis.summary(...)`` as when registry's
+    # import pulled it in eagerly)
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'cnnzoo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [
     "CnnzooError", "InputSizeError", "UnknownModelError", "ModelInfo", "create_model", "list_models",
-    "model_info", "register_model", *_LAZY,
+    "model_info", "register_model", "load_pretrained", "summary", "receptive_field", "count_macs",
+    "effective_receptive_field", "train", "evaluate", "load_dataset", "compare", "predict", "export", "fuse",
+    "fuse_activations", "benchmark",
 ]

@@ -1,31 +1,25 @@
 """Receptive fields of registered models at their default size, cached on disk for ``cnnzoo list``.
 
 Tracing all ~50 zoo nets takes several seconds; a listing should not. Each entry is keyed by a hash of
-the model's family source file, the tracer's source and the input size, so editing either recomputes
-it: the numbers always come from the trace, never from a table. Cache folder: ``$CNNZOO_CACHE``, else
-``$XDG_CACHE_HOME/cnnzoo``, else ``~/.cache/cnnzoo``; a cache that cannot be written is simply skipped.
+the model's family source file, the tracer's source, the input size and torch's version, so changing any recomputes
+it: the numbers always come from the trace, never from a table. Cache folder: :func:`cnnzoo.diskcache.cache_dir`
+(``$CNNZOO_CACHE``, else ``$XDG_CACHE_HOME/cnnzoo``, else ``~/.cache/cnnzoo``); a cache that cannot be written
+is simply skipped.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from .. import __version__
+from ..diskcache import cache_dir, read_json, write_json
+
+__all__ = ["cache_dir", "registered_rf"]
 
 _FILE = "rf-v1.json"
-
-
-def cache_dir() -> Path:
-    if os.environ.get("CNNZOO_CACHE"):
-        return Path(os.environ["CNNZOO_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "cnnzoo"
 
 
 @functools.cache
@@ -37,34 +31,25 @@ def _file_hash(path: str) -> str:
 
 
 def _key(name: str) -> str:
+    import torch
+
     from ..registry import model_info
 
     info = model_info(name)
     family = getattr(sys.modules.get(info.fn.__module__), "__file__", "") or ""
     here = Path(__file__).parent
-    parts = [__version__, name, "x".join(map(str, info.input_size)), _file_hash(family),
+    parts = [__version__, torch.__version__, name, "x".join(map(str, info.input_size)), _file_hash(family),
              _file_hash(str(here / "receptive_field.py")), _file_hash(str(here / "_common.py"))]
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:20]
 
 
 def _read() -> dict:
-    try:
-        data = json.loads((cache_dir() / _FILE).read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    data = read_json(_FILE)
+    return data if isinstance(data, dict) else {}
 
 
 def _write(data: dict) -> None:
-    folder = cache_dir()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".rf-", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, folder / _FILE)  # atomic: concurrent writers never leave a torn file
-    except OSError:
-        pass
+    write_json(_FILE, data, prefix=".rf-")  # atomic: concurrent writers never leave a torn file
 
 
 def registered_rf(names: list[str]) -> dict[str, dict | None]:
