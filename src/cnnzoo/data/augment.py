@@ -6,9 +6,16 @@ the same bytes: :func:`crop_flip` works on any batch as one gather with reflecte
 of the batch is made), and :class:`CropFlipTable` lays a whole in-memory data set out once so that every
 row of every crop, mirrored or not, is one contiguous run of bytes: a batch is then one row copy per image
 row, ~4x faster than the per-pixel gather on the CPU (BENCHMARKS.md, in-memory pipeline).
+
+For fine-tuning on photos, :func:`random_resized_crop` is torchvision's ``RandomResizedCrop`` on a whole
+batch: boxes of random area and aspect drawn as torchvision draws them (:func:`sample_crop_boxes`), each
+resampled to the output size by one ``roi_align`` call (box averaging, so large crops shrunk to the output
+are not aliased).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -83,6 +90,71 @@ class CropFlipTable:
         base = idx * (c * h * self.row_len) + col0  # (B,)
         starts = base[:, None, None] + self._chan_off[None, :, None] + (rows * self.row_len)[:, None, :]
         return self._windows.index_select(0, starts.view(-1)).view(-1, c, h, w)
+
+
+def sample_crop_boxes(n: int, h: int, w: int, scale: tuple[float, float] = (0.08, 1.0),
+                      ratio: tuple[float, float] = (3 / 4, 4 / 3), generator: torch.Generator | None = None,
+                      tries: int = 10) -> Tensor:
+    """``n`` random crop boxes ``(x0, y0, x1, y1)`` in pixels (float, integer-valued) of an ``h`` x ``w`` image.
+
+    torchvision's ``RandomResizedCrop.get_params``, for all images at once: an area fraction uniform in
+    ``scale`` and an aspect ``w/h`` log-uniform in ``ratio``, rounded to whole pixels; the first of
+    ``tries`` draws that fits the image is kept, and an image with none gets the centred crop of the whole
+    image clamped to ``ratio``. Offsets are uniform over the positions that fit. Drawn on ``generator``'s
+    device (the CPU by default) so a seed gives the same boxes everywhere.
+    """
+    if not (0 < scale[0] <= scale[1]) or not (0 < ratio[0] <= ratio[1]):
+        raise ValueError(f"scale and ratio must be increasing positive pairs (got {scale}, {ratio})")
+    dev = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand((4, n, tries), generator=generator, device=dev, dtype=torch.float64)
+    area = h * w * (scale[0] + (scale[1] - scale[0]) * u[0])
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[1]
+    aspect = torch.exp(log_r)
+    cw = torch.sqrt(area * aspect).round()
+    ch = torch.sqrt(area / aspect).round()
+    fits = (cw >= 1) & (cw <= w) & (ch >= 1) & (ch <= h)
+    first = fits.to(torch.int8).argmax(1, keepdim=True)  # the first draw that fits (0 if none does)
+    cw, ch = cw.gather(1, first)[:, 0], ch.gather(1, first)[:, 0]
+    # no fit in ``tries`` draws: the whole image, cut to the nearest allowed aspect (torchvision's fallback)
+    in_ratio = w / h
+    if in_ratio < ratio[0]:
+        fw, fh = float(w), float(round(w / ratio[0]))
+    elif in_ratio > ratio[1]:
+        fw, fh = float(round(h * ratio[1])), float(h)
+    else:
+        fw, fh = float(w), float(h)
+    none = ~fits.any(1)
+    cw, ch = torch.where(none, fw, cw), torch.where(none, fh, ch)
+    x0 = torch.where(none, (w - cw) // 2, torch.floor(u[2, :, 0] * (w - cw + 1)).clamp_max(w - cw))
+    y0 = torch.where(none, (h - ch) // 2, torch.floor(u[3, :, 0] * (h - ch + 1)).clamp_max(h - ch))
+    return torch.stack([x0, y0, x0 + cw, y0 + ch], 1).float()
+
+
+def random_resized_crop(x: Tensor, out_size: int | tuple[int, int], scale: tuple[float, float] = (0.08, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3), generator: torch.Generator | None = None,
+                        flip: Tensor | None = None, boxes: Tensor | None = None) -> Tensor:
+    """Crop a random box of each image of ``x`` (N, C, H, W) and resize it to ``out_size``: torchvision's
+    ``RandomResizedCrop`` (+ ``RandomHorizontalFlip`` where ``flip`` is set), per batch on ``x``'s device.
+
+    ``boxes`` (N, 4) ``(x0, y0, x1, y1)`` from :func:`sample_crop_boxes` fixes the crops (for example drawn
+    once per epoch from a seed); otherwise they are drawn here from ``generator``. The resampling is
+    ``torchvision.ops.roi_align`` (aligned, adaptive sampling): bilinear at each output pixel's centre,
+    averaged over the pixels it covers when the crop is larger than the output, so a box the output's size
+    is copied exactly. Returns float32 (uint8 input is converted, not scaled; normalise before or after,
+    the two commute since every output is a weighted mean of inputs).
+    """
+    from torchvision.ops import roi_align
+
+    n, _, h, w = x.shape
+    oh, ow = (out_size, out_size) if isinstance(out_size, int) else out_size
+    if boxes is None:
+        boxes = sample_crop_boxes(n, h, w, scale, ratio, generator)
+    rois = torch.cat([torch.arange(n, dtype=torch.float32)[:, None], boxes.float().cpu()], 1).to(x.device)
+    xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    out = roi_align(xf, rois.to(xf.dtype), (oh, ow), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    if flip is not None:
+        out = torch.where(flip.to(out.device)[:, None, None, None], out.flip(3), out)
+    return out
 
 
 def normalize(x: Tensor, mean: Tensor, std: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
