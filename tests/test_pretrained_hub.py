@@ -182,7 +182,15 @@ def test_bad_requests_are_one_line(hub_env, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "timm", None)  # timm not installed
     with pytest.raises(CnnzooError, match=r"resnet50d's published weights are timm's: pip install 'cnnzoo\[timm\]'"):
         cnnzoo.create_model("resnet50d", pretrained=True)
-    assert hub.weights_row("resnet50d") == {"weights": "timm", "weights_tag": None, "top1": None}
+    assert hub.weights_row("resnet50d") == {"weights": "timm", "weights_tag": None, "imagenet_top1": None}
+
+
+def test_cli_exit_2_on_a_bad_tag(capsys):
+    from cnnzoo.cli import main
+
+    assert main(["predict", "resnet18", "--pretrained", "nope", __file__]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cnnzoo predict: error: unknown pretrained tag 'nope'") and "\n" not in err
 
 
 def test_every_torchvision_name_downloads_torchvisions_own_url_and_hash(hub_env, monkeypatch):
@@ -263,3 +271,72 @@ def test_timm_weights_load_from_the_hugging_face_cache_offline(hub_env, monkeypa
     model = cnnzoo.create_model("resnet18d", pretrained=True).eval()
     assert torch.equal(model.conv1[0].weight, sd["conv1.0.weight"]) and torch.equal(model.fc.weight, sd["fc.weight"])
     assert model.default_cfg["interpolation"] == "bicubic"
+
+
+@pytest.fixture
+def cached_mobilenet(hub_env) -> dict[str, torch.Tensor]:
+    """torchvision's random mobilenet_v3_small under its published file name in the torch hub cache, as a
+    user who already downloaded it has it: loaded without any download."""
+    sd, data, _ = weights_file("mobilenet_v3_small", seed=2)
+    hub_env.mkdir(parents=True)
+    (hub_env / hub.published_weights("mobilenet_v3_small").file_name).write_bytes(data)
+    return sd
+
+
+def _images(folder: Path, n: int, seed: int) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = torch.Generator().manual_seed(seed)
+    for i in range(n):
+        arr = torch.randint(0, 256, (260, 300, 3), dtype=torch.uint8, generator=rng).numpy()
+        Image.fromarray(arr).save(folder / f"img{seed}_{i}.jpg")
+
+
+def test_cli_predict_prints_imagenet_categories(cached_mobilenet, tmp_path, capsys, monkeypatch):
+    from cnnzoo.cli import main
+
+    monkeypatch.setenv("CNNZOO_OFFLINE", "1")  # the cached file is used as it is
+    _images(tmp_path / "imgs", 2, seed=0)
+    assert main(["predict", "mobilenet_v3_small", "--pretrained", "imagenet", str(tmp_path / "imgs"),
+                 "--format", "json"]) == 0
+    import json
+
+    out = json.loads(capsys.readouterr().out)
+    cats = hub.published_weights("mobilenet_v3_small").categories
+    assert len(out) == 2 and all(p["label"] in cats and len(p["topk"]) == 3 for p in out)
+    # the same as the model on torchvision's evaluation transform of the file
+    from PIL import Image
+
+    t = get_model_weights("mobilenet_v3_small").DEFAULT.transforms()
+    theirs = torchvision.models.mobilenet_v3_small()
+    theirs.load_state_dict(cached_mobilenet)
+    x = torch.stack([t(Image.open(p["path"]).convert("RGB")) for p in out])
+    with torch.no_grad():
+        top = theirs.eval()(x).softmax(1).max(1)
+    assert [p["label"] for p in out] == [cats[i] for i in top.indices.tolist()]
+    assert [p["prob"] for p in out] == pytest.approx(top.values.tolist(), abs=0.02)  # PIL vs torch resizing
+
+
+def test_cli_eval_pretrained_on_a_folder_of_imagenet_classes(cached_mobilenet, tmp_path, capsys, monkeypatch):
+    from cnnzoo.cli import main
+
+    monkeypatch.setenv("CNNZOO_OFFLINE", "1")
+    for split in ("train", "test"):
+        _images(tmp_path / "data" / split / "goldfish", 2, seed=1)
+        _images(tmp_path / "data" / split / "Great_White_Shark", 2, seed=2)
+    assert main(["eval", "mobilenet_v3_small", "--pretrained", "imagenet", "--dataset",
+                 f"folder:{tmp_path / 'data'}", "--format", "json"]) == 0
+    import json
+
+    r = json.loads(capsys.readouterr().out)
+    assert r["n"] == 4 and r["img_size"] == 224 and len(r["classes"]) == 1000
+    assert {c["class"]: c["support"] for c in r["per_class"] if c["support"]} == {"goldfish": 2,
+                                                                                   "great white shark": 2}
+    for split in ("train", "test"):
+        for c in ("cat", "n01443537"):  # "cat" is no ImageNet-1k category; n01443537 is goldfish's WordNet id
+            _images(tmp_path / "other" / split / c, 1, seed=3)
+    assert main(["eval", "mobilenet_v3_small", "--pretrained", "imagenet", "--dataset",
+                 f"folder:{tmp_path / 'other'}"]) == 2
+    err = capsys.readouterr().err
+    assert "class 'cat' (1 of 2 classes) is not one of the weights' 1000 categories" in err and err.count("\n") == 1

@@ -10,6 +10,7 @@ model's; the largest absolute difference is reported and must be below ``tol``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import warnings
@@ -156,6 +157,8 @@ def export(
         from .ranges import Range
 
         Range(int, lo=MIN_OPSET, hi=max_opset()).check("the ONNX opset (--opset)", opset)
+    if fmt_ == "onnx" and not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
+        raise CnnzooError("--format onnx needs onnx and onnxruntime: pip install 'cnnzoo[export]'")
     model, meta = load_checkpoint(checkpoint, device="cpu")
     if out is None:
         run_dir = find_checkpoint(checkpoint).parent

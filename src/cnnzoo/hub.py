@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from .errors import CnnzooError
 
 IMAGENET = "imagenet"  # the tag for each library's default ImageNet-1k weights
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # for files without published cfg
 
 # Constructor arguments torchvision's builder sets when it loads published weights, so that ours computes
 # the same function: GoogLeNet's weights were trained on inputs scaled to [-1, 1] (the original Inception
@@ -127,16 +128,16 @@ def published_weights(name: str, tag: str = IMAGENET) -> PublishedWeights:
 
 
 def weights_row(name: str) -> dict[str, Any]:
-    """``{"weights": source or None, "weights_tag": ..., "top1": ...}`` for ``cnnzoo list``; never raises
-    (a timm net without timm installed shows its source with no tag)."""
+    """``{"weights": source or None, "weights_tag": ..., "imagenet_top1": ...}`` for ``cnnzoo list``; never
+    raises (a timm net without timm installed shows its source with no tag)."""
     src = weights_source(name)
     if src is None:
-        return {"weights": None, "weights_tag": None, "top1": None}
+        return {"weights": None, "weights_tag": None, "imagenet_top1": None}
     try:
         pw = published_weights(name)
     except CnnzooError:
-        return {"weights": src[0] if src[0] == "timm" else None, "weights_tag": None, "top1": None}
-    return {"weights": pw.source, "weights_tag": pw.tag, "top1": pw.top1}
+        return {"weights": src[0] if src[0] == "timm" else None, "weights_tag": None, "imagenet_top1": None}
+    return {"weights": pw.source, "weights_tag": pw.tag, "imagenet_top1": pw.top1}
 
 
 def parse_pretrained(pretrained: bool | str | os.PathLike | None) -> tuple[str, str] | None:
@@ -219,6 +220,72 @@ def published_state_dict(pw: PublishedWeights, progress: bool = True) -> dict[st
     if pw.source == "torchvision":
         return _fetch_torch_hub(pw, progress)
     return _fetch_timm(pw, progress)
+
+
+# --- using the weights: predict, eval ------------------------------------------------------------------
+
+def pretrained_model(name: str, pretrained: bool | str | os.PathLike = True,
+                     device: Any = None) -> tuple[nn.Module, dict[str, Any]]:
+    """``name`` with ``pretrained`` weights, in eval mode, and the checkpoint-style ``meta`` that
+    :func:`cnnzoo.predict` and :func:`cnnzoo.evaluate` read (also set as ``model.cnnzoo_meta``): the
+    weights' categories as ``classes``, ``img_size`` = ``crop``, ``data_img_size`` = ``resize``, ``mean``,
+    ``std``, ``interpolation``. A weights file for a net with published weights takes their preprocessing."""
+    from .registry import create_model, model_info
+
+    info = model_info(name)
+    model = create_model(info.name, pretrained=pretrained)
+    pw = getattr(model, "pretrained_weights", None)
+    if pw is None and weights_source(info.name) is not None:
+        with contextlib.suppress(CnnzooError):
+            pw = published_weights(info.name)
+    n = int(model.default_cfg["num_classes"])  # type: ignore[index]
+    classes = list(pw.categories) if pw is not None and len(pw.categories) == n else [str(i) for i in range(n)]
+    size = pw.crop if pw is not None else info.input_size[-1]
+    meta: dict[str, Any] = {
+        "model": info.name, "num_classes": n, "in_chans": 3, "classes": classes, "img_size": size,
+        "data_img_size": pw.resize if pw is not None else size, "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD), "pretrained": str(pretrained),
+        **(pw.preprocessing() if pw is not None else {})}
+    model.cnnzoo_meta = meta  # type: ignore[attr-defined]
+    return model.to(device).eval(), meta
+
+
+def imagenet_dataset(meta: dict[str, Any], dataset: str, split: str = "test",
+                     data_dir: str | os.PathLike | None = None):  # -> cnnzoo.data.ImageSet
+    """A labelled data set prepared as the weights in ``meta`` (:func:`pretrained_model`) were scored:
+    shorter side to ``resize``, centre ``crop``, labels as indices into the weights' categories. Its class
+    folders must be ImageNet categories (``tabby``, ``golden_retriever``), WordNet ids (``n02123045``,
+    with timm installed) or class indices (``281``)."""
+    from .data import ImageSet, load_dataset
+    from .data.augment import center_crop
+
+    data = load_dataset(dataset, split, data_dir, img_size=int(meta["data_img_size"]))
+    crop = int(meta["img_size"])
+    images = center_crop(data.images, crop) if data.img_size > crop else data.images
+    cats = [str(c) for c in meta["classes"]]
+
+    def key(s: str) -> str:
+        return " ".join(s.lower().replace("_", " ").replace("-", " ").split())
+
+    index = {key(c): i for i, c in enumerate(cats)}
+    with contextlib.suppress(ImportError):
+        from timm.data import ImageNetInfo
+
+        if len(cats) == 1000:
+            index.update({w: i for i, w in enumerate(ImageNetInfo("imagenet-1k").label_names())})
+    index.update({str(i): i for i in range(len(cats))})
+    mapped = [index.get(key(c), index.get(c)) for c in data.classes]
+    missing = [c for c, m in zip(data.classes, mapped, strict=True) if m is None]
+    if missing:
+        raise CnnzooError(
+            f"{data.name}'s class {missing[0]!r} ({len(missing)} of {len(mapped)} classes) is not one of the "
+            f"weights' {len(cats)} categories: name class folders like {cats[0]!r} or by WordNet id, or fine-tune "
+            f"on these classes with `cnnzoo train --pretrained imagenet`")
+    import torch
+
+    labels = torch.tensor(mapped, dtype=torch.long)[data.labels]
+    return ImageSet(images=images, labels=labels, classes=cats, mean=tuple(meta["mean"]), std=tuple(meta["std"]),
+                    name=data.name, split=data.split, hflip=data.hflip, source=data.source)
 
 
 # --- torchvision ---------------------------------------------------------------------------------------

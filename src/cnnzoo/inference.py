@@ -76,6 +76,7 @@ def predict(
     batch_size: int = 64,
     device: str | None = None,
     warn: Callable[[str], None] | None = _stderr_warn,
+    pretrained: bool | str | os.PathLike | None = None,
 ) -> PredictResult:
     """Classify image files (or folders of them) with a trained checkpoint.
 
@@ -83,6 +84,10 @@ def predict(
     ``model.safetensors`` written by ``cnnzoo train``. Unreadable images are skipped: listed in
     ``result.skipped`` and reported through ``warn`` (default: one line each on stderr). Raises
     :class:`CnnzooError` when no image at all could be read.
+
+    With ``pretrained`` (``True``/``"imagenet"``, a library's tag, or a weights file) ``checkpoint`` is a
+    model name instead: published ImageNet weights (:func:`cnnzoo.hub.pretrained_model`), their categories
+    as classes and their evaluation transform (shorter side to ``resize``, centre ``crop``, mean, std).
     """
     from .data import ImageSet
     from .data.images import decode_files, match_channels
@@ -96,13 +101,23 @@ def predict(
     if not files:
         raise CnnzooError("no image files found: give image files or folders holding .png/.jpg/... files")
     dev = resolve_device(device)
-    model, meta = load_checkpoint(checkpoint, device=dev)
+    if pretrained:
+        from .hub import pretrained_model
+
+        model, meta = pretrained_model(str(checkpoint), pretrained, device=dev)
+    else:
+        model, meta = load_checkpoint(checkpoint, device=dev)
     classes = [str(c) for c in (meta.get("classes") or range(int(meta["num_classes"])))]
     size, in_chans = int(meta["img_size"]), int(meta["in_chans"])
     # the data set's stored size and channels: files are read as training read its data, then resized
     data_size = int(meta.get("data_img_size") or size)
     data_chans = int(meta.get("data_in_chans") or in_chans)
     mean, std = tuple(meta["mean"]), tuple(meta["std"])
+    # published weights' evaluation transform (also stored in checkpoints fine-tuned from them): shorter side
+    # to ``resize``, then the centre ``crop``
+    crop = int(meta["crop"]) if meta.get("crop") and meta.get("resize") else None
+    if crop is not None:
+        data_size = int(meta["resize"])
 
     decoded = decode_files([str(f) for f in files], data_size, progress=False)
     skipped: list[tuple[str, str]] = []
@@ -124,6 +139,10 @@ def predict(
         for i in range(0, len(good), batch_size):
             chunk = good[i:i + batch_size]
             x = torch.from_numpy(np.stack([a for _, a in chunk]))
+            if crop is not None and x.shape[-1] > crop:
+                from .data.augment import center_crop
+
+                x = center_crop(x, crop).contiguous()
             batch = ImageSet(images=x, labels=torch.zeros(len(chunk), dtype=torch.long), classes=classes,
                              mean=mean, std=std, name="predict", split="predict")
             prep = BatchPrep(batch, size, in_chans, dev, pad=0, hflip=False, channels_last=False, mean=mean,

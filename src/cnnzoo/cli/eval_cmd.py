@@ -15,7 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Evaluate a checkpoint (a run folder, its best/ or last/, or "
                                    "model.safetensors).")
     p.add_argument("checkpoint",
-                   help="run folder from `cnnzoo train` (best/ is used), a checkpoint folder or file")
+                   help="run folder from `cnnzoo train` (best/ is used), a checkpoint folder or file; "
+                        "with --pretrained: a model name (cnnzoo list)")
+    p.add_argument("--pretrained", default=None, metavar="imagenet|TAG|PATH",
+                   help="score published ImageNet weights (or a weights file) with their preprocessing on "
+                        "--dataset folder:PATH whose class folders are ImageNet categories or WordNet ids")
     p.add_argument("--dataset", "-d", default=None,
                    help="default: the data set the checkpoint was trained on")
     p.add_argument("--split", choices=["test", "train"], default="test")
@@ -30,7 +34,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..training import evaluate
 
-    r = evaluate(args.checkpoint, dataset=args.dataset, split=args.split, data_dir=args.data_dir,
+    target, dataset = args.checkpoint, args.dataset
+    if args.pretrained:
+        from ..errors import CnnzooError
+        from ..hub import imagenet_dataset, pretrained_model
+
+        if not dataset:
+            raise CnnzooError("--pretrained needs --dataset: e.g. folder:PATH with one folder per ImageNet class "
+                              "(named like 'tabby' or by WordNet id)")
+        target, meta = pretrained_model(args.checkpoint, args.pretrained)
+        dataset = imagenet_dataset(meta, dataset, args.split, args.data_dir)
+    r = evaluate(target, dataset=dataset, split=args.split, data_dir=args.data_dir,
                  batch_size=max(1, args.batch_size), device=args.device, out=args.out)
     if args.format == "json":
         print(json.dumps(r, indent=1))
@@ -40,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
           f"top-1 {100 * r['top1']:.2f}%  top-5 {top5}  loss {r['loss']:.4f}  "
           f"({r['images_per_s']:.0f} img/s)")
     rows = [(c["class"], f"{100 * c['precision']:.1f}", f"{100 * c['recall']:.1f}", f"{100 * c['f1']:.1f}",
-             c["support"]) for c in r["per_class"]]
+             c["support"]) for c in r["per_class"] if c["support"] or not args.pretrained]  # 1000 categories
     print()
     print(fmt.table(rows, ["class", "precision%", "recall%", "f1%", "support"], align="lrrrr"))
     if args.out:

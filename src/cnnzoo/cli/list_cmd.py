@@ -49,12 +49,14 @@ def build_rows(pattern: str = "*") -> list[dict]:
     """One dict per model, with its receptive field and jump at the default input size (traced by
     ``cnnzoo.analysis``, cached on disk; None if the tracer cannot follow it). Imports torch."""
     from ..analysis.cache import registered_rf
+    from ..hub import weights_row
     from ..registry import list_models, model_info
 
     names = list_models(pattern)
     rf = registered_rf(names)
-    return [{**model_info(n).as_dict(), "rf": (rf[n] or {}).get("rf"), "jump": (rf[n] or {}).get("jump")}
-            for n in names]
+    # weights_row: which library publishes ImageNet weights for the net and their top-1 (no network)
+    return [{**model_info(n).as_dict(), "rf": (rf[n] or {}).get("rf"), "jump": (rf[n] or {}).get("jump"),
+             **weights_row(n)} for n in names]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,9 +66,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     table = [
         (d["name"], d["family"], "x".join(map(str, d["input_size"])), fmt.human(d["params"]),
-         fmt.human(d["macs"]), d["rf"], d["jump"], d["year"])
+         fmt.human(d["macs"]), d["rf"], d["jump"], d["year"], d.get("weights") or "-",
+         "-" if d.get("imagenet_top1") is None else f"{d['imagenet_top1']:.1f}")
         for d in data
     ]
-    print(fmt.table(table, ["model", "family", "input", "params", "MACs", "RF", "jump", "year"]))
+    print(fmt.table(table, ["model", "family", "input", "params", "MACs", "RF", "jump", "year", "weights",
+                            "ImageNet top-1"]))
     print(f"\n{len(data)} model{'' if len(data) == 1 else 's'}")
     return 0

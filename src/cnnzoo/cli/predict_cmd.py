@@ -17,8 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Classify image files or folders with a checkpoint written by `cnnzoo train`/`compare` "
                     "(its preprocessing and class names come from the checkpoint). Unreadable images are "
                     "skipped with a warning.")
-    p.add_argument("checkpoint", help="run folder (best/ is used), its best/ or last/, or model.safetensors")
+    p.add_argument("checkpoint", help="run folder (best/ is used), its best/ or last/, or model.safetensors; "
+                                      "with --pretrained: a model name (cnnzoo list)")
     p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("--pretrained", default=None, metavar="imagenet|TAG|PATH",
+                   help="classify with published ImageNet weights (imagenet, or a tag such as IMAGENET1K_V1) "
+                        "or a weights file, into the weights' categories, with their preprocessing")
     p.add_argument("--topk", type=int, default=3, help="how many classes to show per image (default 3)")
     p.add_argument("--csv", help="write a Kaggle-style id,label file (id = file stem, sorted)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -31,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inference import predict
 
     res = predict(args.checkpoint, args.images, topk=args.topk, batch_size=args.batch_size,
-                  device=args.device)
+                  device=args.device, pretrained=args.pretrained)
     if args.format == "json":
         data = [{"path": p.path, "id": p.id, "label": p.label, "prob": round(p.prob, 6),
                  "topk": [[c, round(q, 6)] for c, q in p.topk]} for p in res.predictions]

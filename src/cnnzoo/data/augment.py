@@ -157,6 +157,17 @@ def random_resized_crop(x: Tensor, out_size: int | tuple[int, int], scale: tuple
     return out
 
 
+def center_crop(x: Tensor, size: int) -> Tensor:
+    """The centre ``size`` x ``size`` of each image of ``x`` (N, C, H, W), as a view: torchvision's
+    ``CenterCrop`` offsets. After a resize of the shorter side to ``resize`` this is the evaluation
+    transform published weights were scored with."""
+    h, w = x.shape[-2:]
+    if size > min(h, w):
+        raise ValueError(f"cannot centre-crop {size}x{size} from {h}x{w} images")
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return x[..., top:top + size, left:left + size]
+
+
 def normalize(x: Tensor, mean: Tensor, std: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """uint8 (N, C, H, W) -> float ``(x / 255 - mean) / std``; ``mean``/``std`` are (C,) tensors in [0, 1]."""
     scale = (1.0 / (255.0 * std)).to(dtype)
