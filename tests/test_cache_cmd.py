@@ -1,0 +1,53 @@
+"""``cnnzoo cache``: shows each cache folder with its size and clears one kind without touching the others."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cnnzoo.cli import main
+
+
+@pytest.fixture
+def caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    data, xdg, torch_home, hf = (tmp_path / n for n in ("data", "xdg", "torch", "hf"))
+    monkeypatch.delenv("CNNZOO_CACHE", raising=False)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("CNNZOO_DATA", str(data))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    monkeypatch.setenv("HF_HOME", str(hf))
+    decoded = data / ".cnnzoo-cache"
+    decoded.mkdir(parents=True)
+    (decoded / "pets-train-224-abc.npy").write_bytes(b"x" * 2500)
+    (xdg / "cnnzoo").mkdir(parents=True)
+    (xdg / "cnnzoo" / "list-v1.json").write_text("{}")
+    weights = torch_home / "hub" / "checkpoints"
+    weights.mkdir(parents=True)
+    (weights / "resnet18-f37072fd.pth").write_bytes(b"w" * 1200)
+    return {"decoded": decoded, "listing": xdg / "cnnzoo" / "list-v1.json", "weights": weights}
+
+
+def test_shows_each_kind_with_its_size(caches: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    assert main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert f"2.5 KB  {caches['decoded']}" in out
+    assert f"1.2 KB  {caches['weights']}" in out
+    assert str(caches["listing"]) in out
+
+
+def test_clear_one_kind_keeps_the_others(caches: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    assert main(["cache", "--clear", "decoded"]) == 0
+    assert not caches["decoded"].exists()
+    assert caches["listing"].is_file() and (caches["weights"] / "resnet18-f37072fd.pth").is_file()
+    assert main(["cache", "--clear", "all"]) == 0
+    assert not caches["listing"].exists() and not caches["weights"].exists()
+
+
+def test_unknown_kind_is_one_line(caches: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["cache", "--clear", "everything"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--clear" in err[0]
