@@ -218,3 +218,100 @@ class InvertedResidual(nn.Module):
 
 
 MBConv = InvertedResidual  # the EfficientNet paper's name for the same block
+
+
+class Backbone(nn.Module):
+    """timm's classifier API, written once for every family.
+
+    ``forward(x) = forward_head(forward_features(x))``. ``forward_features`` (each family's) returns the last
+    feature map before the head, ``num_features`` channels wide. The head is ``pool_name`` (its output
+    flattened; ``None`` when the classifier flattens itself), then the pre-logits layers (the modules named in
+    ``pre_logits_names``, then the layers before the classifier in its own ``Sequential``), then the final
+    layer at the dotted path ``classifier_name``. ``forward_head(x, pre_logits=True)`` stops before that final
+    layer; ``reset_classifier(n)`` swaps it for a fresh ``n``-way one (``n=0``: an identity, so the net returns
+    its pre-logits features). ``stage_modules`` lists, in forward order, the modules whose outputs may serve
+    as multi-scale features (``cnnzoo.features`` keeps the last one at each stride).
+    """
+
+    pool_name: str | None = "avgpool"
+    classifier_name: str = "classifier"
+    pre_logits_names: tuple[str, ...] = ()
+    num_features: int
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Pool, flatten, hidden layers; then the classifier unless ``pre_logits``."""
+        if self.pool_name is not None:
+            x = torch.flatten(self.get_submodule(self.pool_name)(x), 1)
+        for layer in self._pre_logits_layers():
+            x = layer(x)
+        return x if pre_logits else self.get_classifier()(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def _pre_logits_layers(self) -> list[nn.Module]:
+        layers = [self.get_submodule(n) for n in self.pre_logits_names]
+        parent, _, last = self.classifier_name.rpartition(".")
+        if parent:
+            for name, layer in self.get_submodule(parent).named_children():
+                if name == last:
+                    break
+                layers.append(layer)
+        return layers
+
+    def get_classifier(self) -> nn.Module:
+        """The final layer (a ``Linear``, or an ``Identity`` after ``reset_classifier(0)``)."""
+        return self.get_submodule(self.classifier_name)
+
+    @property
+    def head_hidden_size(self) -> int:
+        """Width of the pre-logits features, the final layer's input (timm's name)."""
+        clf = self.get_classifier()
+        if isinstance(clf, nn.Linear):
+            return clf.in_features
+        return getattr(self, "_head_width", self.num_features)
+
+    def head_modules(self) -> list[str]:
+        """Top-level modules that only the head uses (a features-only net drops them)."""
+        names = [self.pool_name, *self.pre_logits_names, self.classifier_name.split(".")[0]]
+        return [n for n in dict.fromkeys(names) if n is not None]
+
+    def stage_modules(self) -> list[str]:
+        """Modules, in forward order, whose outputs may be taken as feature maps (no dropout, no head).
+
+        Default: the children of a ``features`` Sequential, dropout left out.
+        """
+        features = getattr(self, "features", None)
+        if not isinstance(features, nn.Sequential):
+            raise NotImplementedError(f"{type(self).__name__} must list its stage modules")
+        return [f"features.{n}" for n, m in features.named_children() if not isinstance(m, nn.Dropout)]
+
+    def new_classifier(self, in_features: int, num_classes: int) -> nn.Module:
+        """A fresh final layer (PyTorch's default initialisation, as timm's ``reset_classifier``)."""
+        return nn.Linear(in_features, num_classes)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the final layer by a fresh ``num_classes``-way one, or by an identity when 0 (timm's API).
+
+        The hidden layers of an FC head (VGG, AlexNet, MobileNetV3, LeNet's F6) stay, as in timm.
+        ``global_pool`` is accepted for timm's signature; only ``None`` / ``"avg"`` (the nets' own) are valid.
+        """
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise CnnzooError(f"reset_classifier needs a class count >= 0 (0 removes the classifier), "
+                              f"got {num_classes!r}")
+        if global_pool not in (None, "avg"):
+            raise CnnzooError(f"global_pool={global_pool!r} is not supported: leave it out (the net keeps its "
+                              f"own average pooling)")
+        width = self.head_hidden_size
+        ref = next(self.get_classifier().parameters(), None)  # the old head's device and dtype,
+        ref = next(self.parameters(), None) if ref is None else ref  # or the net's after a reset to 0
+        new = self.new_classifier(width, num_classes) if num_classes else nn.Identity()
+        if ref is not None:
+            new = new.to(device=ref.device, dtype=ref.dtype)
+        parent, _, last = self.classifier_name.rpartition(".")
+        setattr(self.get_submodule(parent) if parent else self, last, new)
+        self._head_width = width
+        self.num_classes = num_classes

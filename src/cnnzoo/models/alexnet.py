@@ -14,15 +14,20 @@
   local response normalisation, then FC 384, FC 192 and the classifier; 1,387,786 parameters (their
   Table 1). The pools pad 1 on each side where TensorFlow's SAME pads 0/1, so windows sit one pixel
   earlier; the map sizes (28 -> 14 -> 7) and parameters are the paper's.
+
+Features and head (timm has no AlexNet; this follows its VGG, the same design): ``forward_features`` is the
+conv stack up to and including the last max pool; the head is the adaptive pool and the FC layers, whose
+last hidden layer (4096, or 192 for the small net) is the pre-logits feature and the output after
+``reset_classifier(0)``. The multi-scale features are the last layer at each stride of the conv stack.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
+from ..layers import Backbone
 from ..registry import register_model
 
 __all__ = ["AlexNet", "AlexNetCifar", "ConvRow", "ALEXNET", "ALEXNET_2012", "paper_lrn"]
@@ -67,7 +72,7 @@ def paper_lrn(n: int = 5, k: float = 2.0, alpha: float = 1e-4, beta: float = 0.7
     return nn.LocalResponseNorm(size=n, alpha=n * alpha, beta=beta, k=k)
 
 
-class AlexNet(nn.Module):
+class AlexNet(Backbone):
     """``features`` (convs walked from a table) -> 6x6 adaptive average pool -> ``classifier`` (3 FC layers).
 
     The adaptive pool is torchvision's: an identity at the default size (the maps are already 6x6) that
@@ -94,6 +99,7 @@ class AlexNet(nn.Module):
                 layers.append(nn.MaxPool2d(kernel_size=3, stride=2))
             ch = row.out
         self.features = nn.Sequential(*layers)
+        self.num_features = ch
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = nn.Sequential(
             nn.Dropout(p=dropout),
@@ -119,11 +125,10 @@ class AlexNet(nn.Module):
         for m in [convs[1], convs[3], convs[4], *fcs[:-1]]:
             nn.init.ones_(m.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.features(x)
-        x = self.avgpool(x)
-        x = torch.flatten(x, 1)
-        return self.classifier(x)
+    classifier_name = "classifier.6"
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
 
 
 @register_model(
@@ -149,7 +154,7 @@ def alexnet_paper(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> AlexN
     return AlexNet(ALEXNET_2012, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-class AlexNetCifar(nn.Module):
+class AlexNetCifar(Backbone):
     """Zhang et al. 2017's small AlexNet: 2 x (conv 5x5 -> ReLU -> max pool 3x3/2 -> LRN), FC 384-192-classes.
 
     A 7x7 adaptive average pool (an identity at the paper's 28x28) lets other sizes reach the FC layers, as
@@ -165,6 +170,7 @@ class AlexNetCifar(nn.Module):
                        nn.MaxPool2d(kernel_size=3, stride=2, padding=1), paper_lrn(n=9, k=1.0, alpha=0.001 / 9)]
             ch = width
         self.features = nn.Sequential(*layers)
+        self.num_features = ch
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
             nn.Linear(ch * 7 * 7, 384), nn.ReLU(inplace=True),
@@ -172,9 +178,10 @@ class AlexNetCifar(nn.Module):
             nn.Linear(192, num_classes),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.avgpool(self.features(x))
-        return self.classifier(torch.flatten(x, 1))
+    classifier_name = "classifier.4"
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
 
 
 @register_model(

@@ -8,6 +8,10 @@ larger dropout before the classifier. Stochastic depth drops residual branches w
 grows linearly from 0 at the first block to 0.2 (just below it) at the last.
 
 Keys are torchvision's (``features.{stage}.{block}.block.{M}``); checked equal to torchvision's nets.
+
+Features and head as timm's EfficientNet: ``forward_features`` ends with the 1x1 head conv (1280 channels
+for B0), the head is pool, dropout, linear; the multi-scale features are the last stage at each stride
+(stages 1, 2, 3, 5, 7 of the table: 16, 24, 40, 112, 320 channels for B0), without the head conv.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from ..layers import Conv2dNormActivation, InvertedResidual, make_divisible
+from ..layers import Backbone, Conv2dNormActivation, InvertedResidual, make_divisible
 from ..registry import register_model
 
 __all__ = ["EfficientNet", "MBConvRow", "B0_ROWS", "SCALING"]
@@ -70,7 +74,7 @@ SCALING: dict[str, Scaling] = {
 }
 
 
-class EfficientNet(nn.Module):
+class EfficientNet(Backbone):
     """EfficientNet from stage rows and width/depth multipliers.
 
     Per block, SE squeezes to a quarter of the block's *input* channels (not of the expanded ones), and
@@ -119,9 +123,12 @@ class EfficientNet(nn.Module):
         head = 4 * ch  # 1280 for B0
         layers.append(Conv2dNormActivation(ch, head, 1, act="silu", norm_layer=norm))
         self.features = nn.Sequential(*layers)
+        self.num_features = head
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(dropout, inplace=True), nn.Linear(head, num_classes))
         self._init_weights()
+
+    classifier_name = "classifier.1"
 
     def _init_weights(self) -> None:
         """torchvision's: Kaiming-normal (fan-out) convs, BN = identity, Linear uniform +-1/sqrt(out)."""
@@ -138,51 +145,83 @@ class EfficientNet(nn.Module):
                 nn.init.uniform_(m.weight, -r, r)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.avgpool(self.features(x)).flatten(1)
-        return self.classifier(x)
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+    def stage_modules(self) -> list[str]:
+        return super().stage_modules()[:-1]  # not the 1x1 head conv (timm's conv_head)
 
 
 _PAPER = "Tan & Le, EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks"
-
-# name -> (params, MACs at the default resolution: FlopCounterMode / 2)
-_FIGURES: dict[str, tuple[int, int]] = {
-    "b0": (5_288_548, 385_814_752),
-    "b1": (7_794_184, 686_802_832),
-    "b2": (9_109_994, 1_087_529_456),
-    "b3": (12_233_232, 1_827_141_392),
-    "b4": (19_341_616, 4_393_771_024),
-    "b5": (30_389_784, 10_266_384_752),
-    "b6": (43_040_704, 19_067_593_536),
-    "b7": (66_347_960, 37_745_884_192),
-}
+_COMMON = dict(family="efficientnet", min_size=32, paper=_PAPER, year=2019)
+_NOTES = "as the paper; torchvision's input sizes"
+# B5..B7: torchvision ported these weights from TensorFlow and keeps TF's BN settings.
+_TF_NOTES = _NOTES + " and TF BN eps 1e-3 / momentum 0.01"
+_B2_NOTES = "as the paper, but default input 288 (torchvision's; paper 260)"
 
 
-def _register(v: str) -> None:
-    s = SCALING[v]
-    name = f"efficientnet_{v}"
-    # B5..B7: torchvision ported these weights from TensorFlow and keeps TF's BN settings.
-    tf_bn = v in ("b5", "b6", "b7")
-    notes = "as the paper; torchvision's input sizes"
+def _efficientnet(variant: str, num_classes: int, in_chans: int, tf_bn: bool = False, **kwargs) -> EfficientNet:
+    """One variant of ``SCALING`` with its dropout (and TF's BN settings for the TF-ported B5..B7)."""
+    s = SCALING[variant]
+    kwargs.setdefault("dropout", s.dropout)
     if tf_bn:
-        notes += " and TF BN eps 1e-3 / momentum 0.01"
-    if v == "b2":
-        notes = "as the paper, but default input 288 (torchvision's; paper 260)"
-    params, macs = _FIGURES[v]
-
-    @register_model(name, family="efficientnet", input_size=(3, s.resolution, s.resolution), min_size=32,
-                    params=params, macs=macs, paper=_PAPER, year=2019,
-                    reference=f"torchvision.models.{name}", notes=notes)
-    def factory(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> EfficientNet:
-        kwargs.setdefault("dropout", s.dropout)
-        if tf_bn:
-            kwargs.setdefault("bn_eps", 1e-3)
-            kwargs.setdefault("bn_momentum", 0.01)
-        return EfficientNet(s.width, s.depth, num_classes=num_classes, in_chans=in_chans, **kwargs)
-
-    factory.__name__ = factory.__qualname__ = name
-    globals()[name] = factory
+        kwargs.setdefault("bn_eps", 1e-3)
+        kwargs.setdefault("bn_momentum", 0.01)
+    return EfficientNet(s.width, s.depth, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-for _v in SCALING:
-    _register(_v)
+# params, MACs at the default resolution (FlopCounterMode / 2)
+@register_model("efficientnet_b0", input_size=(3, 224, 224), params=5_288_548, macs=385_814_752,
+                reference="torchvision.models.efficientnet_b0", notes=_NOTES, **_COMMON)
+def efficientnet_b0(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> EfficientNet:
+    """EfficientNet-B0 (``SCALING["b0"]``)."""
+    return _efficientnet("b0", num_classes, in_chans, **kwargs)
+
+
+@register_model("efficientnet_b1", input_size=(3, 240, 240), params=7_794_184, macs=686_802_832,
+                reference="torchvision.models.efficientnet_b1", notes=_NOTES, **_COMMON)
+def efficientnet_b1(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> EfficientNet:
+    """EfficientNet-B1 (``SCALING["b1"]``)."""
+    return _efficientnet("b1", num_classes, in_chans, **kwargs)
+
+
+@register_model("efficientnet_b2", input_size=(3, 288, 288), params=9_109_994, macs=1_087_529_456,
+                reference="torchvision.models.efficientnet_b2", notes=_B2_NOTES, **_COMMON)
+def efficientnet_b2(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> EfficientNet:
+    """EfficientNet-B2 (``SCALING["b2"]``)."""
+    return _efficientnet("b2", num_classes, in_chans, **kwargs)
+
+
+@register_model("efficientnet_b3", input_size=(3, 300, 300), params=12_233_232, macs=1_827_141_392,
+                reference="torchvision.models.efficientnet_b3", notes=_NOTES, **_COMMON)
+def efficientnet_b3(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> EfficientNet:
+    """EfficientNet-B3 (``SCALING["b3"]``)."""
+    return _efficientnet("b3", num_classes, in_chans, **kwargs)
+
+
+@register_model("efficientnet_b4", input_size=(3, 380, 380), params=19_341_616, macs=4_393_771_024,
+                reference="torchvision.models.efficientnet_b4", notes=_NOTES, **_COMMON)
+def efficientnet_b4(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> EfficientNet:
+    """EfficientNet-B4 (``SCALING["b4"]``)."""
+    return _efficientnet("b4", num_classes, in_chans, **kwargs)
+
+
+@register_model("efficientnet_b5", input_size=(3, 456, 456), params=30_389_784, macs=10_266_384_752,
+                reference="torchvision.models.efficientnet_b5", notes=_TF_NOTES, **_COMMON)
+def efficientnet_b5(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> EfficientNet:
+    """EfficientNet-B5 (``SCALING["b5"]``)."""
+    return _efficientnet("b5", num_classes, in_chans, tf_bn=True, **kwargs)
+
+
+@register_model("efficientnet_b6", input_size=(3, 528, 528), params=43_040_704, macs=19_067_593_536,
+                reference="torchvision.models.efficientnet_b6", notes=_TF_NOTES, **_COMMON)
+def efficientnet_b6(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> EfficientNet:
+    """EfficientNet-B6 (``SCALING["b6"]``)."""
+    return _efficientnet("b6", num_classes, in_chans, tf_bn=True, **kwargs)
+
+
+@register_model("efficientnet_b7", input_size=(3, 600, 600), params=66_347_960, macs=37_745_884_192,
+                reference="torchvision.models.efficientnet_b7", notes=_TF_NOTES, **_COMMON)
+def efficientnet_b7(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> EfficientNet:
+    """EfficientNet-B7 (``SCALING["b7"]``)."""
+    return _efficientnet("b7", num_classes, in_chans, tf_bn=True, **kwargs)

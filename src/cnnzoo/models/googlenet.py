@@ -17,6 +17,12 @@ between the stages. Two auxiliary classifiers sit on 4a and 4d during training.
 Both: ``aux_logits=True`` by default. In training mode the forward returns ``GoogLeNetOutputs(logits,
 aux_logits2, aux_logits1)`` (torchvision's order; the paper weights the aux losses by 0.3), in eval mode
 the logits only. The final 7x7 average pool is an adaptive pool (the same at 224) so that other sizes work.
+
+Features and head (timm has no GoogLeNet; as its Inception-v3): ``forward_features`` ends with inception5b
+(1024 channels, stride 32); the head is pool, dropout, ``fc``. The aux heads are training-time classifiers,
+not features: ``forward_features`` never runs them, ``reset_classifier(n)`` gives them fresh n-way outputs too
+(and removes them for n = 0), and a features-only net drops them. The multi-scale features are the last
+layer at each stride: conv1, conv3 (lrn2 in the paper form), inception3b, inception4e, inception5b.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import CnnzooError
+from ..layers import Backbone
 from ..registry import register_model
 
 __all__ = ["GoogLeNet", "GoogLeNetOutputs", "Inception", "InceptionAux", "InceptionRow", "INCEPTION_TABLE"]
@@ -152,7 +159,7 @@ class InceptionAux(nn.Module):
         return self.fc2(self.dropout(x))
 
 
-class GoogLeNet(nn.Module):
+class GoogLeNet(Backbone):
     """GoogLeNet with torchvision's attribute names (conv1, maxpool1, conv2, conv3, maxpool2, inception3a ...
     inception5b, aux1, aux2, avgpool, dropout, fc); the paper form adds parameter-free ``lrn1``/``lrn2``."""
 
@@ -200,6 +207,7 @@ class GoogLeNet(nn.Module):
             self.aux1 = self.aux2 = None  # type: ignore[assignment]
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))  # the paper's 7x7/1 average pool at 224
         self.dropout = nn.Dropout(p=(0.4 if paper else 0.2) if dropout is None else dropout)
+        self.num_features = ch
         self.fc = nn.Linear(ch, num_classes)
         if init_weights:
             self._init_paper() if paper else self._init_torchvision()
@@ -233,20 +241,46 @@ class GoogLeNet(nn.Module):
         x2 = x[:, 2:3] * (0.225 / 0.5) + (0.406 - 0.5) / 0.5
         return torch.cat((x0, x1, x2), 1)
 
-    def forward(self, x: Tensor) -> Tensor | GoogLeNetOutputs:
+    classifier_name, pre_logits_names = "fc", ("dropout",)
+
+    def _body_forward(self, x: Tensor, aux: dict[str, Tensor] | None = None) -> Tensor:
+        """Stem and Inception stages; the aux heads' outputs go to ``aux`` when it is given."""
         if self.transform_input:
             x = self._transform_input(x)
-        aux: dict[str, Tensor] = {}
         for name in self._body:
             x = getattr(self, name)(x)
             head = AUX_AFTER.get(name)
-            if head is not None and self.training and self.aux_logits:
+            if head is not None and aux is not None:
                 aux[head] = getattr(self, head)(x)
-        x = torch.flatten(self.avgpool(x), 1)
-        x = self.fc(self.dropout(x))
-        if self.training and self.aux_logits:
-            return GoogLeNetOutputs(x, aux["aux2"], aux["aux1"])
         return x
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self._body_forward(x)
+
+    def forward(self, x: Tensor) -> Tensor | GoogLeNetOutputs:
+        if self.training and self.aux_logits:
+            aux: dict[str, Tensor] = {}
+            x = self.forward_head(self._body_forward(x, aux))
+            return GoogLeNetOutputs(x, aux["aux2"], aux["aux1"])
+        return self.forward_head(self._body_forward(x))
+
+    def stage_modules(self) -> list[str]:
+        return list(self._body)
+
+    def head_modules(self) -> list[str]:
+        return [*super().head_modules(), *(["aux1", "aux2"] if self.aux_logits else [])]
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """As every net's, and the aux heads get fresh ``num_classes``-way outputs (none for 0)."""
+        super().reset_classifier(num_classes, global_pool)
+        if not self.aux_logits:
+            return
+        if num_classes == 0:
+            self.aux_logits, self.aux1, self.aux2 = False, None, None
+            return
+        for aux in (self.aux1, self.aux2):
+            old = aux.fc2
+            aux.fc2 = nn.Linear(old.in_features, num_classes).to(device=old.weight.device, dtype=old.weight.dtype)
 
     def convert_state_dict(self, sd: dict[str, Tensor]) -> dict[str, Tensor]:
         """torchvision checkpoints carry the aux heads; drop them when this model was built without."""

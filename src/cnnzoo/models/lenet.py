@@ -18,6 +18,11 @@ not the paper's -0.1 background; the difference does not matter for training.)
 Departure shared by both: the output layer is a linear classifier, not the paper's Euclidean RBF units with
 fixed hand-designed 7x12 codes; it lets ``num_classes`` vary and trains with cross-entropy.
 
+Features and head (timm has no LeNet): ``forward_features`` is ``features``, up to C5 (120 maps of 1x1 at
+32x32); the head is ``classifier``: flatten, F6 (84 units, the pre-logits features: the paper's RBF units
+read F6) and the output layer. The multi-scale features are C1 (stride 1), C3 (stride 2) and C5 (stride 4),
+each after its activation: the last layer at each stride.
+
 The sparse C3 keeps exactly the paper's 1,516 parameters but runs as one dense convolution with zeros where
 Table I has no connection (grouped convolutions over gathered maps are ~10x slower on CPUs), so the
 registered MACs (416,520, as counted by torch's FLOP counter) are those of a dense C3; the sparse
@@ -33,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..layers import Backbone
 from ..registry import register_model
 
 __all__ = ["LeNet5", "LENET5", "C3_TABLE", "ScaledTanh", "Subsampling", "SparseConv2d", "CenterPad"]
@@ -168,7 +174,7 @@ class CenterPad(nn.Module):
         return f"size={self.size}"
 
 
-class LeNet5(nn.Module):
+class LeNet5(Backbone):
     """LeNet-5 built from :data:`LENET5`: ``features`` (pad, C1..C5) and ``classifier`` (F6, output).
 
     ``paper=True``: scaled tanh after every layer up to F6 (also after S2/S4, whose trainable coefficients
@@ -208,6 +214,7 @@ class LeNet5(nn.Module):
         classifier["output"] = nn.Linear(ch, num_classes)
         self.features = nn.Sequential(features)
         self.classifier = nn.Sequential(classifier)
+        self.num_features = self.features.c5.out_channels
         if paper:
             self._init_paper()
 
@@ -226,8 +233,13 @@ class LeNet5(nn.Module):
                 nn.init.uniform_(m.weight, -2.4 / fan_in, 2.4 / fan_in)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x))
+    pool_name, classifier_name = None, "classifier.output"  # C5 is 1x1: the classifier flattens it
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+    def stage_modules(self) -> list[str]:
+        return super().stage_modules()[1:]  # not the input padding
 
 
 _PAPER = "Gradient-Based Learning Applied to Document Recognition (LeCun et al.)"

@@ -6,7 +6,9 @@ channel alone, then a 1x1 pointwise conv that mixes channels; BN + activation af
 pooling and one fully connected layer. The width multiplier alpha thins every layer uniformly.
 
 Checked equal to timm ``mobilenetv1_100`` (and ``mobilenetv1_125``); timm's keys load through
-:meth:`MobileNetV1.convert_state_dict`.
+:meth:`MobileNetV1.convert_state_dict`. Features and head as timm's: ``forward_features`` ends with the last
+pointwise conv (1024 channels at alpha 1), the head is pool, dropout, linear; the multi-scale features are the
+last block at each stride (64, 128, 256, 512, 1024 channels at alpha 1).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from ..layers import Conv2dNormActivation, make_divisible
+from ..layers import Backbone, Conv2dNormActivation, make_divisible
 from ..registry import register_model
 
 __all__ = ["MobileNetV1", "DepthwiseSeparable", "V1_ROWS"]
@@ -68,7 +70,7 @@ class DepthwiseSeparable(nn.Module):
         return self.pw(self.dw(x))
 
 
-class MobileNetV1(nn.Module):
+class MobileNetV1(Backbone):
     """MobileNet V1 with width multiplier ``width_mult`` (the paper's alpha).
 
     Departures from the paper, both as in timm and the TF-slim reference: ReLU6 instead of ReLU (pass
@@ -98,6 +100,8 @@ class MobileNetV1(nn.Module):
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(ch, num_classes))
         self._init_weights()
 
+    classifier_name = "classifier.1"
+
     def _init_weights(self) -> None:
         # No torchvision MobileNetV1: timm's TF-style init (normal, std sqrt(2 / fan_out), with a depthwise
         # conv's fan-out counted per group; Linear uniform +-1/sqrt(out_features)).
@@ -115,9 +119,8 @@ class MobileNetV1(nn.Module):
                 nn.init.uniform_(m.weight, -r, r)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.avgpool(self.features(x)).flatten(1)
-        return self.classifier(x)
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
 
     @staticmethod
     def convert_state_dict(sd: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -161,25 +164,46 @@ class MobileNetV1(nn.Module):
 _PAPER = "Howard et al., MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications"
 _NOTES = ("ReLU6 as timm/TF-slim (paper: ReLU; act='relu'); 13th depthwise stride 1 (paper's table typo); "
           "channels rounded to multiples of 8")
+_COMMON = dict(family="mobilenet_v1", input_size=(3, 224, 224), min_size=32, paper=_PAPER, year=2017, notes=_NOTES)
+
+# MACs at 224 (FlopCounterMode / 2; the paper's Table 6 says 569M, 325M, 149M, 41M for alpha 1, 0.75, 0.5, 0.25)
 
 
-def _register(name: str, width: float, params: int, macs: int, reference: str = "",
-              aliases: tuple[str, ...] = ()) -> None:
-    @register_model(name, family="mobilenet_v1", input_size=(3, 224, 224), min_size=32, params=params,
-                    macs=macs, paper=_PAPER, year=2017, reference=reference, notes=_NOTES, aliases=aliases)
-    def factory(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> MobileNetV1:
-        kwargs.setdefault("width_mult", width)
-        return MobileNetV1(num_classes=num_classes, in_chans=in_chans, **kwargs)
-
-    factory.__name__ = factory.__qualname__ = name
-    globals()[name] = factory
+@register_model("mobilenet_v1", params=4_231_976, macs=568_740_352, reference="timm mobilenetv1_100",
+                aliases=("mobilenet_v1_100", "mobilenetv1_100"), **_COMMON)
+def mobilenet_v1(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> MobileNetV1:
+    """MobileNet V1, alpha 1."""
+    kwargs.setdefault("width_mult", 1.0)
+    return MobileNetV1(num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-# name, alpha, params, MACs at 224 (FlopCounterMode / 2; the paper's Table 6 says 569M, 325M, 149M, 41M)
-_register("mobilenet_v1", 1.0, 4_231_976, 568_740_352, "timm mobilenetv1_100",
-          aliases=("mobilenet_v1_100", "mobilenetv1_100"))
-_register("mobilenet_v1_075", 0.75, 2_585_560, 325_400_448, "timm _gen_mobilenet_v1(0.75)")
-_register("mobilenet_v1_050", 0.5, 1_331_592, 149_497_088, "timm _gen_mobilenet_v1(0.5)")
-_register("mobilenet_v1_025", 0.25, 470_072, 41_030_272, "timm _gen_mobilenet_v1(0.25)")
-_register("mobilenet_v1_125", 1.25, 6_270_840, 879_516_800, "timm mobilenetv1_125",
-          aliases=("mobilenetv1_125",))
+@register_model("mobilenet_v1_075", params=2_585_560, macs=325_400_448, reference="timm _gen_mobilenet_v1(0.75)",
+                **_COMMON)
+def mobilenet_v1_075(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> MobileNetV1:
+    """MobileNet V1, alpha 0.75."""
+    kwargs.setdefault("width_mult", 0.75)
+    return MobileNetV1(num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register_model("mobilenet_v1_050", params=1_331_592, macs=149_497_088, reference="timm _gen_mobilenet_v1(0.5)",
+                **_COMMON)
+def mobilenet_v1_050(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> MobileNetV1:
+    """MobileNet V1, alpha 0.5."""
+    kwargs.setdefault("width_mult", 0.5)
+    return MobileNetV1(num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register_model("mobilenet_v1_025", params=470_072, macs=41_030_272, reference="timm _gen_mobilenet_v1(0.25)",
+                **_COMMON)
+def mobilenet_v1_025(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> MobileNetV1:
+    """MobileNet V1, alpha 0.25."""
+    kwargs.setdefault("width_mult", 0.25)
+    return MobileNetV1(num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register_model("mobilenet_v1_125", params=6_270_840, macs=879_516_800, reference="timm mobilenetv1_125",
+                aliases=("mobilenetv1_125",), **_COMMON)
+def mobilenet_v1_125(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> MobileNetV1:
+    """MobileNet V1, alpha 1.25."""
+    kwargs.setdefault("width_mult", 1.25)
+    return MobileNetV1(num_classes=num_classes, in_chans=in_chans, **kwargs)

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from ..layers import Conv2dNormActivation, make_divisible
+from ..layers import Backbone, Conv2dNormActivation, make_divisible
 from ..registry import register_model
 
 __all__ = ["MobileNetV2", "InvertedResidualV2", "V2_ROWS"]
@@ -69,12 +69,14 @@ class InvertedResidualV2(nn.Module):
         return x + self.conv(x) if self.use_res_connect else self.conv(x)
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(Backbone):
     """MobileNet V2 from the ``(t, c, n, s)`` rows; ``width_mult`` scales every layer but the last 1x1
     conv, which only grows (``1280 * max(1, width_mult)``), as the paper says for multipliers < 1.
 
     ``stem_stride`` and ``strides`` (one per row) override the paper's strides: the CIFAR form uses them.
     Departure from the paper: dropout 0.2 before the classifier (torchvision's training recipe).
+    Features and head as timm's: ``forward_features`` ends with the 1x1 conv to 1280, the head is pool,
+    dropout, linear; the multi-scale features are the last block at each stride, without that 1x1 conv.
     """
 
     def __init__(
@@ -101,13 +103,18 @@ class MobileNetV2(nn.Module):
         self.last_channel = make_divisible(HEAD * max(1.0, width_mult))
         layers.append(Conv2dNormActivation(ch, self.last_channel, 1, act="relu6"))
         self.features = nn.Sequential(*layers)
+        self.num_features = self.last_channel
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # torchvision calls the functional form; no weights either way
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.last_channel, num_classes))
         _init_weights(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.avgpool(self.features(x)).flatten(1)
-        return self.classifier(x)
+    classifier_name = "classifier.1"
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+    def stage_modules(self) -> list[str]:
+        return super().stage_modules()[:-1]  # not the last 1x1 conv (timm's conv_head)
 
 
 def _init_weights(model: nn.Module) -> None:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from ..layers import Conv2dNormActivation, InvertedResidual, make_divisible
+from ..layers import Backbone, Conv2dNormActivation, InvertedResidual, make_divisible
 from ..registry import register_model
 from .mobilenet_v2 import _init_weights
 
@@ -74,13 +74,17 @@ SMALL_HEAD = 1024  # Table 2: conv2d 1x1, NBN, 1024 after the pooling
 _NL = {"RE": "relu", "HS": "hardswish"}
 
 
-class MobileNetV3(nn.Module):
+class MobileNetV3(Backbone):
     """MobileNet V3 from bneck rows: stem, bnecks, 1x1 conv to 6x the last width, pool, 2-layer head.
 
     Departures from the paper, as torchvision (whose weights this loads): the head's two "conv2d 1x1,
     NBN" layers after the pooling are ``nn.Linear`` (the same function on a 1x1 map) with dropout 0.2
     before the last; Small's last 1x1 conv (576) has no SE although Table 2 marks one; BatchNorm uses
     eps 1e-3 and momentum 0.01 (TensorFlow's defaults, with which the reference weights were trained).
+
+    Features and head as timm's: ``forward_features`` ends with the last 1x1 conv before the pooling (960
+    channels for Large), the head is pool, Linear + hard-swish to 1280 (the pre-logits features), dropout,
+    linear; the multi-scale features are the last block at each stride, that 1x1 conv included.
     """
 
     def __init__(
@@ -116,11 +120,13 @@ class MobileNetV3(nn.Module):
             nn.Dropout(dropout, inplace=True),
             nn.Linear(head, num_classes),
         )
+        self.num_features = last_conv
         _init_weights(self)  # torchvision's (same as MobileNetV2's)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.avgpool(self.features(x)).flatten(1)
-        return self.classifier(x)
+    classifier_name = "classifier.3"
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
 
 
 _PAPER = "Howard et al., Searching for MobileNetV3"

@@ -16,6 +16,13 @@ image. The last block outputs one map per class and a global average pool turns 
 Both keep the ReLU after the last (class-map) convolution before the global pool, as the authors' Caffe
 models and d2l do. Initialisation: Kaiming normal (the authors' fixed Gaussian standard deviations were tuned
 to their learning-rate schedule).
+
+Features and head (timm has no NiN): the paper's classifier is the last mlpconv block, which makes one map
+per class, and the global average pool. So ``forward_features`` is every block before it (384 channels at
+stride 32 for ``nin``, 192 at stride 4 for ``nin_cifar``); ``get_classifier()`` is that last block
+(``features.block4`` / ``features.block3``, keys unchanged); ``forward_head(x, pre_logits=True)`` and the net
+after ``reset_classifier(0)`` return the global average of the features; ``reset_classifier(n)`` builds a
+fresh last block for n classes. The multi-scale features are the last block or pool at each stride.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..layers import Backbone
 from ..registry import register_model
 
 __all__ = ["NiN", "MlpConv", "Block", "NIN_IMAGENET", "NIN_CIFAR"]
@@ -71,7 +79,7 @@ class MlpConv(nn.Sequential):
         ))
 
 
-class NiN(nn.Module):
+class NiN(Backbone):
     """``features`` (mlpconv blocks with pools/dropout, walked from a table) -> global average pool."""
 
     def __init__(
@@ -98,13 +106,47 @@ class NiN(nn.Module):
         assert ch == num_classes, "the last block must output one map per class"
         self.features = nn.Sequential(layers)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+        self._last, self._last_row = f"block{len(table)}", table[-1]
+        self.classifier_name = f"features.{self._last}"
+        self.num_features = self.features[-1].conv.in_channels
+        _init_convs(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.flatten(self.global_pool(self.features(x)), 1)
+    pool_name = "global_pool"
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        for name, layer in self.features.named_children():
+            if name == self._last:
+                break
+            x = layer(x)
+        return x
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """The class-map block (unless ``pre_logits``), then the global average pool."""
+        if not pre_logits:
+            x = self.get_classifier()(x)
+        return torch.flatten(self.global_pool(x), 1)
+
+    def head_modules(self) -> list[str]:
+        return ["global_pool"]  # the class-map block sits in ``features``: reset_classifier(0) removes it
+
+    def stage_modules(self) -> list[str]:
+        return [f"features.{n}" for n, m in self.features.named_children()
+                if n != self._last and not isinstance(m, nn.Dropout)]
+
+    def new_classifier(self, in_features: int, num_classes: int) -> nn.Module:
+        row = self._last_row
+        widths = tuple(num_classes if w == C else w for w in row.widths)
+        block = MlpConv(in_features, widths, row.kernel, row.stride, row.padding)  # type: ignore[arg-type]
+        _init_convs(block)
+        return block
+
+
+def _init_convs(model: nn.Module) -> None:
+    """Kaiming-normal (fan-out) convs, zero biases."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
 
 
 _PAPER = "Network In Network (Lin, Chen & Yan)"

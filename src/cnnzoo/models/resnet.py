@@ -22,10 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
-from ..layers import StochasticDepth
+from ..layers import Backbone, StochasticDepth
 from ..registry import register_model
 
 
@@ -169,8 +168,11 @@ class Bottleneck(nn.Module):
 BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
-class ResNet(nn.Module):
+class ResNet(Backbone):
     """Stem -> the four stages of ``STAGES`` -> global average pool -> linear classifier.
+
+    Features and head as timm's ResNet: ``forward_features`` ends with layer4, the head is pool, dropout,
+    ``fc``; the multi-scale features are the stem's ReLU (stride 2) and the four stages.
 
     Args:
         block: ``BasicBlock`` or ``Bottleneck``.
@@ -302,12 +304,10 @@ class ResNet(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
-    def forward_head(self, x: Tensor) -> Tensor:
-        """Global average pool, dropout, classifier."""
-        return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
+    classifier_name, pre_logits_names = "fc", ("dropout",)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
+    def stage_modules(self) -> list[str]:
+        return ["relu", "maxpool", *(s.name for s in STAGES)]
 
 
 def _resnet(depth: int, num_classes: int, in_chans: int, **kwargs) -> ResNet:

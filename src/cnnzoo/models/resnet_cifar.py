@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..layers import Backbone
 from ..registry import register_model
 from .resnet import DEPTHS, PAPER, BasicBlock, ResNet, Stage, conv1x1, conv3x3
 
@@ -64,7 +64,7 @@ class ShortcutA(nn.Module):
         return f"{self.in_channels}->{self.out_channels}, stride={self.stride}"
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(Backbone):
     """The paper's CIFAR-10 ResNet with 6n+2 layers (sec. 4.2).
 
     Args:
@@ -129,17 +129,16 @@ class CifarResNet(nn.Module):
         """Map akamaster/pytorch_resnet_cifar10 keys (its classifier is ``linear``) to ours (``fc``)."""
         return {("fc." + k[len("linear."):] if k.startswith("linear.") else k): v for k, v in sd.items()}
 
+    classifier_name = "fc"
+
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
         for name in self._stage_names:
             x = getattr(self, name)(x)
         return x
 
-    def forward_head(self, x: Tensor) -> Tensor:
-        return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
+    def stage_modules(self) -> list[str]:
+        return ["relu", *self._stage_names]
 
 
 class ResNetCifarStem(ResNet):

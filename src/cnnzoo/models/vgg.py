@@ -17,13 +17,18 @@ five pools take a 32x32 image to a 1x1x512 map, and one linear layer on that 512
 92.64 % for VGG-16 on CIFAR-10). At 32x32 the ImageNet form spends 119M of its 274M MACs and 124M of its
 133M parameters on FC layers that see a 1x1 map copied 49 times by the adaptive pool; this form has none.
 A global average pool (an identity at 32x32) lets larger inputs reach the linear layer.
+
+Features and head, as timm's VGG: ``forward_features`` is the conv stack up to and including the last max
+pool (512 channels, stride 32); the head is the 7x7 pool and the FC layers, whose 4096-wide output is the
+pre-logits feature (``forward_head(x, pre_logits=True)``, and the output after ``reset_classifier(0)``). The
+multi-scale features are the ReLU before each max pool (strides 1..16) and the last pool (stride 32).
 """
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
+from ..layers import Backbone
 from ..registry import register_model
 
 __all__ = ["VGG", "VGGCifar", "CFGS", "make_layers"]
@@ -68,7 +73,7 @@ def init_vgg(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class VGG(nn.Module):
+class VGG(Backbone):
     """``features`` (from a config) -> 7x7 adaptive average pool -> ``classifier`` (FC 4096, 4096, classes;
     dropout 0.5 after each hidden FC layer, as the paper)."""
 
@@ -94,17 +99,17 @@ class VGG(nn.Module):
             nn.Dropout(p=dropout),
             nn.Linear(4096, num_classes),
         )
+        self.num_features = width
         if init_weights:
             init_vgg(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.features(x)
-        x = self.avgpool(x)
-        x = torch.flatten(x, 1)
-        return self.classifier(x)
+    classifier_name = "classifier.6"
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
 
 
-class VGGCifar(nn.Module):
+class VGGCifar(Backbone):
     """``features`` (a config, with BatchNorm) -> global average pool -> one linear layer (small-image form)."""
 
     def __init__(self, cfg: list[int | str], num_classes: int = 10, in_chans: int = 3,
@@ -112,75 +117,107 @@ class VGGCifar(nn.Module):
         super().__init__()
         self.features = make_layers(cfg, batch_norm, in_chans)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear([v for v in cfg if v != "M"][-1], num_classes)
+        self.num_features = [v for v in cfg if v != "M"][-1]
+        self.classifier = nn.Linear(self.num_features, num_classes)
         init_vgg(self)  # as the ImageNet form
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
 
 
 _PAPER = "Very Deep Convolutional Networks for Large-Scale Image Recognition (Simonyan & Zisserman)"
-
-# name: (config, batch norm, params, MACs at 224x224)
-_VARIANTS: dict[str, tuple[str, bool, int, int]] = {
-    "vgg11": ("A", False, 132_863_336, 7_609_090_048),
-    "vgg11_bn": ("A", True, 132_868_840, 7_609_090_048),
-    "vgg13": ("B", False, 133_047_848, 11_308_466_176),
-    "vgg13_bn": ("B", True, 133_053_736, 11_308_466_176),
-    "vgg16": ("D", False, 138_357_544, 15_470_264_320),
-    "vgg16_bn": ("D", True, 138_365_992, 15_470_264_320),
-    "vgg19": ("E", False, 143_667_240, 19_632_062_464),
-    "vgg19_bn": ("E", True, 143_678_248, 19_632_062_464),
-}
+_COMMON = dict(family="vgg", input_size=(3, 224, 224), min_size=32, paper=_PAPER, year=2014)
+_FC_NOTE = "; 7x7 adaptive pool before the FC layers (torchvision)"
+_BN_NOTE = " with BatchNorm after every conv (not in the paper)"
 
 
-def _register(name: str, cfg: str, bn: bool, params: int, macs: int) -> None:
-    depth = sum(isinstance(v, int) for v in CFGS[cfg]) + 3
-
-    @register_model(
-        name, family="vgg", input_size=(3, 224, 224), min_size=32, params=params, macs=macs, paper=_PAPER,
-        year=2014, reference=f"torchvision.models.{name}",
-        notes=f"configuration {cfg} ({depth} weight layers)"
-              + (" with BatchNorm after every conv (not in the paper)" if bn else "")
-              + "; 7x7 adaptive pool before the FC layers (torchvision)")
-    def factory(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> VGG:
-        return VGG(CFGS[cfg], batch_norm=bn, num_classes=num_classes, in_chans=in_chans, **kwargs)
-
-    factory.__name__ = factory.__qualname__ = name
-    factory.__doc__ = f"VGG-{depth} (configuration {cfg}){' with BatchNorm' if bn else ''}, as torchvision's."
-    globals()[name] = factory
+@register_model("vgg11", params=132_863_336, macs=7_609_090_048, reference="torchvision.models.vgg11",
+                notes="configuration A (11 weight layers)" + _FC_NOTE, **_COMMON)
+def vgg11(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> VGG:
+    """VGG-11 (configuration A), as torchvision's."""
+    return VGG(CFGS["A"], batch_norm=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-for _name, _spec in _VARIANTS.items():
-    _register(_name, *_spec)
+@register_model("vgg11_bn", params=132_868_840, macs=7_609_090_048, reference="torchvision.models.vgg11_bn",
+                notes="configuration A (11 weight layers)" + _BN_NOTE + _FC_NOTE, **_COMMON)
+def vgg11_bn(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> VGG:
+    """VGG-11 (configuration A) with BatchNorm, as torchvision's."""
+    return VGG(CFGS["A"], batch_norm=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-# name: (config, params, MACs at 32x32), 10 classes. VGG-16: 14,728,266 as pytorch-cifar's VGG16; VGG-19:
-# 20.04M as the CIFAR-10 VGGNet of Liu et al. 2017 ("Learning Efficient Convolutional Networks through Network
-# Slimming", Table 1).
-_CIFAR_VARIANTS: dict[str, tuple[str, int, int]] = {
-    "vgg11_bn_cifar": ("A", 9_231_114, 152_769_536),
-    "vgg13_bn_cifar": ("B", 9_416_010, 228_267_008),
-    "vgg16_bn_cifar": ("D", 14_728_266, 313_201_664),
-    "vgg19_bn_cifar": ("E", 20_040_522, 398_136_320),
-}
+@register_model("vgg13", params=133_047_848, macs=11_308_466_176, reference="torchvision.models.vgg13",
+                notes="configuration B (13 weight layers)" + _FC_NOTE, **_COMMON)
+def vgg13(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> VGG:
+    """VGG-13 (configuration B), as torchvision's."""
+    return VGG(CFGS["B"], batch_norm=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-def _register_cifar(name: str, cfg: str, params: int, macs: int) -> None:
-    depth = sum(isinstance(v, int) for v in CFGS[cfg]) + 1
-
-    @register_model(
-        name, family="vgg", input_size=(3, 32, 32), min_size=32, num_classes=10, params=params, macs=macs,
-        paper=_PAPER, year=2014,
-        notes=f"configuration {cfg} conv stack with BatchNorm and one linear layer on the 1x1x512 map "
-              "(common CIFAR form, e.g. kuangliu/pytorch-cifar)")
-    def factory(num_classes: int = 10, in_chans: int = 3, **kwargs) -> VGGCifar:
-        return VGGCifar(CFGS[cfg], num_classes=num_classes, in_chans=in_chans, **kwargs)
-
-    factory.__name__ = factory.__qualname__ = name
-    factory.__doc__ = f"VGG (configuration {cfg}) with BatchNorm for 32x32 input: {depth} weight layers."
-    globals()[name] = factory
+@register_model("vgg13_bn", params=133_053_736, macs=11_308_466_176, reference="torchvision.models.vgg13_bn",
+                notes="configuration B (13 weight layers)" + _BN_NOTE + _FC_NOTE, **_COMMON)
+def vgg13_bn(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> VGG:
+    """VGG-13 (configuration B) with BatchNorm, as torchvision's."""
+    return VGG(CFGS["B"], batch_norm=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-for _name, _spec in _CIFAR_VARIANTS.items():
-    _register_cifar(_name, *_spec)
+@register_model("vgg16", params=138_357_544, macs=15_470_264_320, reference="torchvision.models.vgg16",
+                notes="configuration D (16 weight layers)" + _FC_NOTE, **_COMMON)
+def vgg16(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> VGG:
+    """VGG-16 (configuration D), as torchvision's."""
+    return VGG(CFGS["D"], batch_norm=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register_model("vgg16_bn", params=138_365_992, macs=15_470_264_320, reference="torchvision.models.vgg16_bn",
+                notes="configuration D (16 weight layers)" + _BN_NOTE + _FC_NOTE, **_COMMON)
+def vgg16_bn(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> VGG:
+    """VGG-16 (configuration D) with BatchNorm, as torchvision's."""
+    return VGG(CFGS["D"], batch_norm=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register_model("vgg19", params=143_667_240, macs=19_632_062_464, reference="torchvision.models.vgg19",
+                notes="configuration E (19 weight layers)" + _FC_NOTE, **_COMMON)
+def vgg19(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> VGG:
+    """VGG-19 (configuration E), as torchvision's."""
+    return VGG(CFGS["E"], batch_norm=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register_model("vgg19_bn", params=143_678_248, macs=19_632_062_464, reference="torchvision.models.vgg19_bn",
+                notes="configuration E (19 weight layers)" + _BN_NOTE + _FC_NOTE, **_COMMON)
+def vgg19_bn(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> VGG:
+    """VGG-19 (configuration E) with BatchNorm, as torchvision's."""
+    return VGG(CFGS["E"], batch_norm=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+# Small-image forms: params and MACs at 32x32, 10 classes. VGG-16: 14,728,266 as pytorch-cifar's VGG16;
+# VGG-19: 20.04M as the CIFAR-10 VGGNet of Liu et al. 2017 ("Learning Efficient Convolutional Networks through
+# Network Slimming", Table 1).
+_CIFAR = dict(family="vgg", input_size=(3, 32, 32), min_size=32, num_classes=10, paper=_PAPER, year=2014)
+_CIFAR_NOTE = ("conv stack with BatchNorm and one linear layer on the 1x1x512 map (common CIFAR form, "
+               "e.g. kuangliu/pytorch-cifar)")
+
+
+@register_model("vgg11_bn_cifar", params=9_231_114, macs=152_769_536,
+                notes="configuration A " + _CIFAR_NOTE, **_CIFAR)
+def vgg11_bn_cifar(num_classes: int = 10, in_chans: int = 3, **kwargs) -> VGGCifar:
+    """VGG (configuration A) with BatchNorm for 32x32 input: 9 weight layers."""
+    return VGGCifar(CFGS["A"], num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register_model("vgg13_bn_cifar", params=9_416_010, macs=228_267_008,
+                notes="configuration B " + _CIFAR_NOTE, **_CIFAR)
+def vgg13_bn_cifar(num_classes: int = 10, in_chans: int = 3, **kwargs) -> VGGCifar:
+    """VGG (configuration B) with BatchNorm for 32x32 input: 11 weight layers."""
+    return VGGCifar(CFGS["B"], num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register_model("vgg16_bn_cifar", params=14_728_266, macs=313_201_664,
+                notes="configuration D " + _CIFAR_NOTE, **_CIFAR)
+def vgg16_bn_cifar(num_classes: int = 10, in_chans: int = 3, **kwargs) -> VGGCifar:
+    """VGG (configuration D) with BatchNorm for 32x32 input: 14 weight layers."""
+    return VGGCifar(CFGS["D"], num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register_model("vgg19_bn_cifar", params=20_040_522, macs=398_136_320,
+                notes="configuration E " + _CIFAR_NOTE, **_CIFAR)
+def vgg19_bn_cifar(num_classes: int = 10, in_chans: int = 3, **kwargs) -> VGGCifar:
+    """VGG (configuration E) with BatchNorm for 32x32 input: 17 weight layers."""
+    return VGGCifar(CFGS["E"], num_classes=num_classes, in_chans=in_chans, **kwargs)
