@@ -340,3 +340,16 @@ def test_cli_eval_pretrained_on_a_folder_of_imagenet_classes(cached_mobilenet, t
                  f"folder:{tmp_path / 'other'}"]) == 2
     err = capsys.readouterr().err
     assert "class 'cat' (1 of 2 classes) is not one of the weights' 1000 categories" in err and err.count("\n") == 1
+
+
+def test_pretrained_path_goes_through_load_pretrained(tmp_path):
+    sd, data, _ = weights_file("mobilenet_v3_small", seed=3)
+    (tmp_path / "w.pth").write_bytes(data)
+    model = cnnzoo.create_model("mobilenet_v3_small", num_classes=5, pretrained=tmp_path / "w.pth")
+    assert torch.equal(model.features[1].block[0][0].weight, sd["features.1.block.0.0.weight"])
+    assert model.classifier[-1].weight.shape == (5, 1024) and not hasattr(model, "pretrained_weights")
+    assert hub.parse_pretrained(str(tmp_path / "w.pth")) == ("path", str(tmp_path / "w.pth"))
+    assert [hub.parse_pretrained(v) for v in (True, "ImageNet", "IMAGENET1K_V1", False, None)] == [
+        ("tag", "imagenet"), ("tag", "imagenet"), ("tag", "IMAGENET1K_V1"), None, None]
+    assert hub.build_kwargs("googlenet", True) == {"transform_input": True}  # as torchvision's builder
+    assert hub.build_kwargs("googlenet", tmp_path / "w.pth") == {} and hub.build_kwargs("resnet18", True) == {}
