@@ -149,7 +149,8 @@ def random_resized_crop(x: Tensor, out_size: int | tuple[int, int], scale: tuple
     oh, ow = (out_size, out_size) if isinstance(out_size, int) else out_size
     if boxes is None:
         boxes = sample_crop_boxes(n, h, w, scale, ratio, generator)
-    rois = torch.cat([torch.arange(n, dtype=torch.float32)[:, None], boxes.float().cpu()], 1).to(x.device)
+    boxes = boxes.to(x.device, torch.float32, non_blocking=True)  # no host sync when already on the device
+    rois = torch.cat([torch.arange(n, dtype=torch.float32, device=x.device)[:, None], boxes], 1)
     xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
     out = roi_align(xf, rois.to(xf.dtype), (oh, ow), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
     if flip is not None:
