@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -177,8 +177,9 @@ class InputCheck:
 
 
 def create_model(
-    name: str, num_classes: int | None = None, in_chans: int | None = None,
-    pretrained: bool | str | os.PathLike | None = False, **kwargs
+    name: str, num_classes: int | None = None, in_chans: int | None = None, features_only: bool = False,
+    out_indices: int | Sequence[int] | None = None, pretrained: bool | str | os.PathLike | None = False,
+    **kwargs
 ) -> nn.Module:
     """Build a registered model with fresh (random) weights, or published/given ones with ``pretrained``.
 
@@ -192,8 +193,17 @@ def create_model(
     Face's cache; see :mod:`cnnzoo.hub`), ``pretrained=PATH`` a weights file. With another
     ``num_classes`` the classifier stays fresh (fine-tuning). The weights' preprocessing is then in
     ``model.default_cfg`` and ``model.pretrained_weights``.
+
+    ``features_only=True`` returns a :class:`cnnzoo.features.FeatureNet` instead: its forward gives the
+    feature maps at the end of the stages ``out_indices`` (default all; see ``feature_info``), as timm's.
     """
     info = model_info(name)
+    head_only = sorted(k for k in ("dropout", "aux_logits", "dropout_aux", "drop_rate", "global_pool")
+                       if k in kwargs) + (["num_classes"] if num_classes is not None else [])
+    if features_only and head_only:
+        raise CnnzooError(f"features_only=True builds no classifier: leave out {', '.join(head_only)}")
+    if out_indices is not None and not features_only:
+        raise CnnzooError("out_indices selects feature maps: pass features_only=True with it")
     num_classes = info.num_classes if num_classes is None else int(num_classes)
     in_chans = info.in_chans if in_chans is None else int(in_chans)
     if num_classes < 1 or in_chans < 1:
@@ -208,6 +218,10 @@ def create_model(
         from .hub import load_weights
 
         weights = load_weights(model, info.name, pretrained)["weights"]
+    if features_only:
+        from .features import FeatureNet  # the tracing tools load only when features are asked for
+
+        model = FeatureNet(model, out_indices, input_size=(in_chans, *info.input_size[1:]), name=info.name)
     model.register_forward_pre_hook(InputCheck(info.name, in_chans, info.min_size, info.max_size))
     model.cnnzoo_name = info.name  # type: ignore[attr-defined]
     model.default_cfg = {  # type: ignore[attr-defined]  (timm's attribute name, for users' habits)

@@ -10,13 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..ranges import NONNEG_INT, POSITIVE_INT
+
 ORDER = 20
 
 _MODEL_HELP = "registered model name (see `cnnzoo list`) or path/to/file.py:factory for your own net"
 
 
 def _input_size(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input-size", nargs=3, type=int, metavar=("C", "H", "W"),
+    # one check for every analysis command: C, H and W are whole numbers >= 1 (`--input-size 0 0 0` used to
+    # reach create_model as in_chans=0)
+    p.add_argument("--input-size", nargs=3, type=POSITIVE_INT.argtype(), metavar=("C", "H", "W"),
                    help="input size (default: the model's own, e.g. 3 224 224)")
 
 
@@ -27,7 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "parameter and activation memory.")
     p.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
     _input_size(p)
-    p.add_argument("--depth", type=int, default=3, help="module nesting depth to show (default 3)")
+    p.add_argument("--depth", type=NONNEG_INT.argtype(), default=3, help="module nesting depth to show (default 3)")
+    p.add_argument("--features", action="store_true",
+                   help="the stage table instead: the feature map at the end of each stage (what "
+                        "create_model(..., features_only=True) returns) with its module, shape, channels, "
+                        "reduction, receptive field and jump")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=run_summary)
 
@@ -47,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", metavar="CKPT",
                    help="weights: a `cnnzoo train` run folder or model.safetensors, or a torchvision/timm file")
     _input_size(p)
-    p.add_argument("--n", type=int, default=32, help="number of input images to average over (default 32)")
+    p.add_argument("--n", type=POSITIVE_INT.argtype(), default=32,
+                   help="number of input images to average over (default 32)")
     p.add_argument("--data", metavar="DATASET",
                    help="use images of this data set (e.g. cifar10, folder:PATH) instead of random N(0,1) inputs")
     p.add_argument("--layer", help="module whose output to probe (default: the last feature map)")
@@ -70,6 +79,13 @@ def run_summary(args: argparse.Namespace) -> int:
 
     net = resolve_model(args.model, device="meta", **_build_kwargs(args.model, args.input_size))
     net.cnnzoo_name = getattr(net, "cnnzoo_name", args.model)  # the label the table shows
+    if args.features:
+        from ..features import feature_info
+
+        info = feature_info(net, args.input_size)
+        print(json.dumps({"model": info.model, "input_size": list(info.input_size), "stages": info.get_dicts()},
+                         indent=1) if args.format == "json" else info)
+        return 0
     s = summary(net, args.input_size, depth=args.depth)
     print(json.dumps(s.to_dict(), indent=1) if args.format == "json" else s)
     return 0
