@@ -251,6 +251,15 @@ def test_features_only_keys_and_load_pretrained(tmp_path):
         torch.testing.assert_close(m, seen[name], rtol=0, atol=0)
 
 
+def test_features_only_with_pretrained_path(tmp_path):
+    full = cnnzoo.create_model("resnet20_cifar").eval()
+    torch.save(full.state_dict(), tmp_path / "w.pt")
+    feats = cnnzoo.create_model("resnet20_cifar", features_only=True, pretrained=tmp_path / "w.pt").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(feats(x)[-1], full.forward_features(x), rtol=0, atol=0)
+
+
 def test_features_only_loads_a_timm_checkpoint_for_mobilenet_v1(tmp_path):
     with torch.device("meta"):
         theirs = timm.create_model("mobilenetv1_100")

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -23,6 +25,15 @@ def test_zoo_has_every_family():
     for fam in ("lenet", "alexnet", "vgg", "nin", "googlenet", "resnet", "mobilenet_v1", "mobilenet_v2",
                 "mobilenet_v3", "efficientnet"):
         assert fam in families, (fam, families)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_factory_is_a_plain_def_of_its_name(name):
+    """``grep "def vgg16"`` finds every factory: one public ``def`` per variant, no generated functions."""
+    fn = cnnzoo.model_info(name).fn
+    module = inspect.getmodule(fn)
+    assert fn.__name__ == fn.__qualname__ == name and getattr(module, name) is fn
+    assert f"\ndef {name}(" in inspect.getsource(module)
 
 
 @pytest.mark.parametrize("name", ALL)
