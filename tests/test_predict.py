@@ -124,4 +124,6 @@ def test_cli_csv_submission(mnist_ckpt, pngs, tmp_path, capsys) -> None:
     assert ids == sorted(ids) == sorted(labels)
     assert sum(label == labels[i] for i, label in rows[1:]) >= 0.85 * N_IMAGES
     assert main(["predict", str(mnist_ckpt), str(folder / "nope.png")]) == 2
-    assert main(["predict", str(mnist_ckpt), str(folder), "--topk", "0"]) == 2
+    with pytest.raises(SystemExit) as e:  # a flag out of range stops in argparse, one line (cnnzoo.ranges)
+        main(["predict", str(mnist_ckpt), str(folder), "--topk", "0"])
+    assert e.value.code == 2 and "--topk: must be a whole number >= 1, got 0" in capsys.readouterr().err

@@ -191,8 +191,10 @@ def export(
             raise CnnzooError(f"the exported {fmt_} model differs from PyTorch by {diff:.2e} (>= {tol:g}); "
                               f"try --no-fuse, or report it as a bug")
         os.replace(tmp, path)
-    except OSError as e:
-        raise CnnzooError(f"cannot write {str(path)!r} ({e.strerror or e}): pass a writable --out") from e
+    except OSError as e:  # a full disk or no permission: one line naming the path and the space left
+        from .oserr import os_error_line
+
+        raise CnnzooError(f"cannot write the exported model: {os_error_line(e)}") from e
     finally:
         if tmp.exists():
             tmp.unlink()

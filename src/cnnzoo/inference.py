@@ -28,7 +28,7 @@ class Prediction:
     """One image's result: ``label`` is the top class, ``topk`` the ``k`` best ``(class, probability)``."""
 
     path: str
-    id: str  # file stem: the Kaggle submission id
+    id: str  # the Kaggle submission id: the file stem, or the relative path where stems repeat (image_ids)
     label: str
     prob: float
     topk: list[tuple[str, float]]
@@ -48,7 +48,8 @@ class PredictResult:
 
 def collect_images(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     """Files named directly (any extension; the decoder decides) and image files found under folders
-    (recursively, by extension, sorted). A path that does not exist is an error."""
+    (recursively, by extension, sorted). A path that does not exist is an error. FIFOs, sockets and devices
+    are kept, so the decoder reports them as "not a regular file" (without opening them) and they are skipped."""
     from .data.images import is_image_name
 
     if isinstance(inputs, str | os.PathLike):
@@ -57,12 +58,28 @@ def collect_images(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> l
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and is_image_name(f.name))
-        elif p.is_file():
+            files += sorted(f for f in p.rglob("*") if not f.is_dir() and is_image_name(f.name))
+        elif os.path.lexists(p) and p.exists():  # a file, or a FIFO/socket/device the decoder skips
             files.append(p)
+        elif os.path.lexists(p):
+            raise CnnzooError(f"{str(p)!r} is a broken symbolic link: give image files or folders of images")
         else:
             raise CnnzooError(f"{str(p)!r} does not exist: give image files or folders of images")
     return list(dict.fromkeys(files))
+
+
+def image_ids(files: list[Path]) -> dict[Path, str]:
+    """Submission ids: the file stem (Kaggle's convention) when every stem is unique; otherwise each file's
+    path relative to the folder all the images share (``cat/1.png``, ``dog/1.png``), so no two rows of
+    ``--csv`` carry the same id (images from several class folders used to give duplicate ids)."""
+    stems = [f.stem for f in files]
+    if len(set(stems)) == len(stems):
+        return dict(zip(files, stems, strict=True))
+    absolute = [f.absolute() for f in files]
+    common = Path(os.path.commonpath(absolute))
+    if len(files) == 1 or common in absolute:
+        common = common.parent
+    return {f: a.relative_to(common).as_posix() for f, a in zip(files, absolute, strict=True)}
 
 
 def _stderr_warn(msg: str) -> None:
@@ -95,8 +112,10 @@ def predict(
     from .training.distributed import resolve_device
     from .training.engine import BatchPrep
 
-    if topk < 1:
-        raise CnnzooError(f"--topk must be >= 1 (got {topk})")
+    from .ranges import POSITIVE_INT
+
+    topk = POSITIVE_INT.check("topk (--topk)", topk)
+    batch_size = POSITIVE_INT.check("batch_size (--batch-size)", batch_size)
     files = collect_images(images)
     if not files:
         raise CnnzooError("no image files found: give image files or folders holding .png/.jpg/... files")
@@ -125,14 +144,15 @@ def predict(
     for f, (arr, _, why) in zip(files, decoded, strict=True):
         if arr is None:
             skipped.append((str(f), why))
-            if warn is not None:
-                warn(f"warning: skipped {f}: {why}")
         else:
             good.append((f, match_channels(arr, data_chans)))
-    if not good:
+    if not good:  # one line, not a warning per file before it
         raise CnnzooError(f"none of the {len(files)} file(s) is a readable image (first: {skipped[0][0]}: "
                           f"{skipped[0][1]})")
+    for f, why in skipped if warn is not None else ():
+        warn(f"warning: skipped {f}: {why}")
 
+    ids = image_ids(files)
     k = min(topk, len(classes))
     preds: list[Prediction] = []
     with torch.inference_mode():
@@ -152,23 +172,29 @@ def predict(
             p, idx = logits.float().softmax(dim=1).topk(k, dim=1)
             for (f, _), pr, ix in zip(chunk, p.cpu().tolist(), idx.cpu().tolist(), strict=True):
                 top = [(classes[j], float(q)) for j, q in zip(ix, pr, strict=True)]
-                preds.append(Prediction(path=str(f), id=f.stem, label=top[0][0], prob=top[0][1], topk=top))
+                preds.append(Prediction(path=str(f), id=ids[f], label=top[0][0], prob=top[0][1], topk=top))
     return PredictResult(predictions=preds, skipped=skipped, classes=classes, meta=meta)
 
 
 def write_submission(predictions: Iterable[Prediction], path: str | os.PathLike) -> Path:
     """``id,label`` rows sorted by id, written atomically (temp file + rename)."""
     path = Path(path).expanduser()
+    from .oserr import os_error_line, safe_path
+
     rows = sorted(((p.id, p.label) for p in predictions), key=lambda r: r[0])
+    if not str(path).strip() or path.is_dir():
+        raise CnnzooError(f"--csv {safe_path(path)!r} is not a file name: give e.g. --csv submission.csv")
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        # surrogateescape: a file name that is not valid UTF-8 is written as its own bytes
+        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
             w = csv.writer(f)
             w.writerow(["id", "label"])
             w.writerows(rows)
         os.replace(tmp, path)
-    except OSError as e:
-        raise CnnzooError(f"cannot write {str(path)!r} ({e.strerror or e}): pass a writable --csv path") \
-            from e
+    except OSError as e:  # a full disk or no permission: one line, and no half-written file left
+        raise CnnzooError(f"cannot write the --csv file: {os_error_line(e)}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

@@ -83,3 +83,29 @@ def as_os_error(e: BaseException, path: str | os.PathLike) -> OSError | None:
         if words.lower() in msg.lower():
             return OSError(code, os.strerror(code), os.fspath(path))
     return None
+
+
+def _escape_error(e: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: a name's undecodable byte (surrogate ``\\udcXX`` from ``os.fsdecode``) prints as
+    ``\\xXX``, the byte it was; any other character the stream cannot encode as ``\\uXXXX``."""
+    if not isinstance(e, UnicodeEncodeError):
+        raise e
+    out = []
+    for c in e.object[e.start:e.end]:
+        o = ord(c)
+        out.append(f"\\x{o - 0xDC00:02x}" if 0xDC80 <= o <= 0xDCFF else c.encode("ascii", "backslashreplace").decode())
+    return "".join(out), e.end
+
+
+ESCAPE = "cnnzoo.escape"
+
+
+def register_escape() -> str:
+    """Register :data:`ESCAPE` (idempotent) and return its name, for ``stream.reconfigure(errors=...)``."""
+    import codecs
+
+    try:
+        codecs.lookup_error(ESCAPE)
+    except LookupError:
+        codecs.register_error(ESCAPE, _escape_error)
+    return ESCAPE

@@ -36,6 +36,14 @@ from .. import fmt
 from ..errors import CnnzooError
 from ._common import check_input_size, default_input_size, resolve_model, shape_forward
 
+
+class UnknownLayerError(CnnzooError, KeyError):
+    """A layer name that is not in the traced net (still a ``KeyError`` for callers that caught that)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 # ---------------------------------------------------------------------------------------------------
 # state carried by each tensor
 
@@ -651,9 +659,15 @@ class ReceptiveField:
         return self.final.start
 
     def module(self, name: str) -> RFInfo:
-        """RF of a module's output (any module that ran, e.g. ``'layer1'``)."""
+        """RF of a module's output (any module that ran, e.g. ``'layer1'``); an unknown name is a one-line
+        :class:`UnknownLayerError` listing the nearest names (``erf --layer nosuch.layer``)."""
         if name not in self.modules:
-            raise KeyError(f"{name!r} did not output a map derived from the input")
+            import difflib
+
+            names = [n for n in self.modules if n]
+            near = difflib.get_close_matches(str(name), names, n=3, cutoff=0.4) or names[-3:]
+            raise UnknownLayerError(f"{self.model} has no layer {name!r} with a map derived from the input: the "
+                                    f"nearest are {', '.join(near)} (`cnnzoo summary {self.model}` lists module names)")
         return self.modules[name]
 
     def to_dict(self) -> dict:

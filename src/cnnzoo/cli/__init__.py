@@ -54,9 +54,11 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.showwarning = one_line
     # a file name that is not valid UTF-8 (os.fsdecode's surrogates) prints escaped, never UnicodeEncodeError
+    from ..oserr import register_escape
+
     streams = [(f, f.errors) for f in (sys.stdout, sys.stderr) if hasattr(f, "reconfigure")]
     for f, _ in streams:
-        f.reconfigure(errors="backslashreplace")
+        f.reconfigure(errors=register_escape())
     try:
         return int(args.func(args) or 0)
     except CnnzooError as e:

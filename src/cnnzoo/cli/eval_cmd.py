@@ -6,6 +6,7 @@ import argparse
 import json
 
 from .. import fmt
+from ..ranges import POSITIVE_INT
 
 ORDER = 45
 
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="default: the data set the checkpoint was trained on")
     p.add_argument("--split", choices=["test", "train"], default="test")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--batch-size", type=POSITIVE_INT.argtype(), default=512)
     p.add_argument("--device", default=None)
     p.add_argument("--out", "-o", default=None, help="write eval.json and confusion.png here")
     p.add_argument("--format", choices=["table", "json"], default="table")

@@ -7,6 +7,7 @@ import json
 import sys
 
 from .. import fmt
+from ..ranges import POSITIVE_INT
 
 ORDER = 50
 
@@ -23,9 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", default=None, metavar="imagenet|TAG|PATH",
                    help="classify with published ImageNet weights (imagenet, or a tag such as IMAGENET1K_V1) "
                         "or a weights file, into the weights' categories, with their preprocessing")
-    p.add_argument("--topk", type=int, default=3, help="how many classes to show per image (default 3)")
-    p.add_argument("--csv", help="write a Kaggle-style id,label file (id = file stem, sorted)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--topk", type=POSITIVE_INT.argtype(), default=3,
+                   help="how many classes to show per image (default 3)")
+    p.add_argument("--csv", help="write a Kaggle-style id,label file (id = file stem, or the path relative to "
+                                 "the images' common folder where stems repeat; sorted)")
+    p.add_argument("--batch-size", type=POSITIVE_INT.argtype(), default=64)
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=run)

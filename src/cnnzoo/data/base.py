@@ -25,7 +25,12 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path:
         return root.resolve()
     env = os.environ.get("CNNZOO_DATA")
     if env:
-        return Path(env).expanduser().resolve()
+        root = Path(env).expanduser()
+        if not root.is_dir():  # as for --data-dir: never create it (and half a download) on the way
+            raise CnnzooError(
+                f"$CNNZOO_DATA is {env!r}, which is not an existing folder: create it, point it at the folder "
+                f"holding your data sets (e.g. with mnist/ inside), or unset it")
+        return root.resolve()
     return DEFAULT_ROOT.expanduser()
 
 

@@ -150,11 +150,14 @@ def load_dataset(
         path = key[len("folder:"):]
         if not path:
             raise CnnzooError("folder: needs a path, e.g. --dataset folder:~/data/pets")
-        return load_folder(path, split, img_size=img_size, name=key, data_root=data_root(data_dir),
-                           progress=progress)
-    root = data_root(data_dir)
-    if key == "digits":
+        try:
+            cache_root = data_root(data_dir)
+        except CnnzooError:  # the data root only places the decode cache of a folder
+            cache_root = None
+        return load_folder(path, split, img_size=img_size, name=key, data_root=cache_root, progress=progress)
+    if key == "digits":  # embedded: no data root needed
         return _load_digits(split)
+    root = data_root(data_dir)
     if key in ("mnist", "fashion-mnist"):
         return _load_mnist_like(key, split, root, download)
     return _load_cifar(key, split, root, download, progress)
@@ -333,17 +336,40 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
+def _new_dirs(folder: Path) -> list[Path]:
+    """The folders ``folder.mkdir(parents=True)`` would create, deepest first (to remove them on failure)."""
+    made = []
+    for p in (folder, *folder.parents):
+        if p.exists():
+            break
+        made.append(p)
+    return made
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed download created, deepest first, if they are still empty."""
+    for p in folders:
+        try:
+            p.rmdir()
+        except OSError:
+            break
+
+
 def _fetch(url: str, dest: Path, md5: str, what: str) -> None:
-    """Download ``url`` to ``dest`` through a temporary file, keeping it only if the MD5 matches."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    """Download ``url`` to ``dest`` through a temporary file, keeping it only if the MD5 matches; on failure
+    nothing is left behind (no partial file, no folders created on the way)."""
+    made = _new_dirs(dest.parent)
     tmp = dest.with_name(f".part-{os.getpid()}-{dest.name}")
+    ok = False
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         print(f"downloading {url}", flush=True)
         with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
             shutil.copyfileobj(r, f, 1 << 20)
         if _md5(tmp) != md5:
             raise CnnzooError(f"{url} downloaded with the wrong MD5 (expected {md5}); try again later")
         os.replace(tmp, dest)
+        ok = True
     except OSError as e:  # URLError, timeouts, DNS failure, read-only root
         raise CnnzooError(f"could not download {what} ({getattr(e, 'reason', e)}): put the files into "
                           f"{dest.parent}/ by hand, or point --data-dir / $CNNZOO_DATA at a folder that has "
@@ -351,21 +377,45 @@ def _fetch(url: str, dest: Path, md5: str, what: str) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+        if not ok:
+            _remove_empty(made)
 
 
 def _download_files(base: str, files: dict[str, str], folder: Path, what: str) -> None:
-    for fname, md5 in files.items():
-        if not (folder / fname).is_file():
-            _fetch(base + fname, folder / fname, md5, what)
+    """All of ``files`` or none: a failure removes the files this call fetched and the folders it made."""
+    made, fetched = _new_dirs(folder), []
+    try:
+        for fname, md5 in files.items():
+            if not (folder / fname).is_file():
+                _fetch(base + fname, folder / fname, md5, what)
+                fetched.append(folder / fname)
+    except BaseException:
+        for f in fetched:
+            f.unlink(missing_ok=True)
+        _remove_empty(made)
+        raise
 
 
 def _download_archive(url: str, md5: str, root: Path, what: str) -> None:
     archive = root / url.rsplit("/", 1)[1]
     if not archive.is_file() or _md5(archive) != md5:
         _fetch(url, archive, md5, what)
-    with tarfile.open(archive) as tar:
-        tar.extractall(root, filter="data")  # "data" filter: no absolute paths, links out of root, devices
-    archive.unlink()
+    # extracted beside, then renamed in: a full disk mid-extraction leaves no half data set that looks whole
+    part = root / f".part-{os.getpid()}-{what}"
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(part, filter="data")  # "data" filter: no absolute paths, links out of root, devices
+        for entry in part.iterdir():
+            os.replace(entry, root / entry.name)
+    except (tarfile.TarError, OSError) as e:
+        from ..oserr import os_error_line
+
+        why = os_error_line(e) if isinstance(e, OSError) else str(e)
+        raise CnnzooError(f"could not extract {archive.name} into {root} ({why}): free space there, or extract "
+                          f"it by hand") from e
+    finally:
+        shutil.rmtree(part, ignore_errors=True)
+        archive.unlink(missing_ok=True)
 
 
 def compute_stats(ds: ImageSet) -> tuple[tuple[float, ...], tuple[float, ...]]:

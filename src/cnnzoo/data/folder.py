@@ -37,8 +37,16 @@ def _split_dirs(root: Path) -> tuple[Path | None, Path | None]:
     """The train and test/val folders of ``root`` (names matched case-insensitively), if it has them."""
     by_name = {p.name.lower(): p for p in _subdirs(root)}
     train = next((by_name[n] for n in TRAIN_NAMES if n in by_name), None)
-    test = next((by_name[n] for n in TEST_NAMES if n in by_name), None)
-    return train, test
+    tests = [by_name[n] for n in TEST_NAMES if n in by_name]
+    if train is not None and len(tests) > 1:  # say which one is held out, once per folder and process
+        import warnings
+
+        from ..errors import CnnzooWarning
+
+        others = ", ".join(f"{t.name}/" for t in tests[1:])
+        warnings.warn(f"{root} has both {tests[0].name}/ and {others}: {tests[0].name}/ is the held-out split, "
+                      f"{others} is not read (rename it to use it instead)", CnnzooWarning, stacklevel=2)
+    return train, (tests[0] if tests else None)
 
 
 def _class_files(class_dir: Path) -> tuple[list[Path], list[Path]]:
@@ -125,13 +133,13 @@ def default_size(path: str | os.PathLike, max_size: int = 224, sample: int = 200
 
 
 def _signature(items: list[tuple[Path, int]], key: str) -> str:
-    h = hashlib.sha256(key.encode())
+    h = hashlib.sha256(os.fsencode(key))
     for p, y in items:
         try:
             st = p.stat()
-            h.update(f"{p}\0{y}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{p}\0{y}\0missing\n".encode())
+            h.update(os.fsencode(p) + f"\0{y}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:  # os.fsencode: a name that is not valid UTF-8 hashes as its bytes (no UnicodeEncodeError)
+            h.update(os.fsencode(p) + f"\0{y}\0missing\n".encode())
     return h.hexdigest()[:20]
 
 
@@ -217,7 +225,15 @@ def load_folder(
         raise CnnzooError(f"class {empty[0]!r} has no readable image in the training split of {root} "
                           f"({len(empty)} such class(es)): add images to it or remove the folder")
     if len(labels) == 0:
-        raise CnnzooError(f"no readable image in the {split} split of {root}")
+        if how.startswith("seeded") and items == [] and split != "train":
+            _, all_items, _, _ = scan_folder(root, "train")
+            per_class = torch.bincount(torch.tensor([y for _, y in all_items] or [0]), minlength=len(classes))
+            raise CnnzooError(
+                f"{root} is too small to split: its classes hold {int(per_class.min())} to {int(per_class.max())} "
+                f"image(s) and the seeded 80/20 split holds one out only from a class of 2 or more; add images "
+                f"(5 or more per class), or give separate train/ and val/ folders")
+        raise CnnzooError(f"no readable image in the {split} split of {root}: add images to it (the "
+                          f"{len(meta.get('skipped') or [])} file(s) there are unreadable or missing)")
     x = torch.from_numpy(images)
     if in_chans is not None and in_chans != x.shape[1]:
         if in_chans == 3:

@@ -12,6 +12,7 @@ side to ``S`` with Pillow's antialiased bilinear filter, then crop the centre ``
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -31,6 +32,43 @@ _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I
 def is_image_name(name: str) -> bool:
     """True for a file name with an image extension, in any case (``.JPG`` too)."""
     return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
+
+
+class NotRegularFile(OSError):
+    """A path that is a FIFO, socket, device or folder: never read (reading a FIFO blocks for ever)."""
+
+
+def not_regular(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a regular file (``"a FIFO"`` ...), or ``None`` if it is one (or is missing)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) else next((w for f, w in _KINDS if f(mode)), "not a regular file")
+
+
+def open_regular(path: str | os.PathLike):
+    """Open ``path`` for reading only if it is a regular file. The open itself never blocks (``O_NONBLOCK``:
+    a FIFO with no writer would hang ``open``), and the check is on the opened file (no race with a swap)."""
+    why = not_regular(path)  # a socket cannot even be opened (ENXIO): say what it is
+    if why is not None:
+        raise NotRegularFile(f"not a regular file ({why})")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            what = next((w for f, w in _KINDS if f(mode)), "not a regular file")
+            raise NotRegularFile(f"not a regular file ({what})")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _to_rgb_or_gray(im: Image.Image) -> tuple[np.ndarray, bool]:
@@ -82,7 +120,7 @@ def decode_file(path: str | os.PathLike, size: int | None) -> tuple[np.ndarray |
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns on odd EXIF, palette transparency, big images
-            with Image.open(path) as im:
+            with open_regular(path) as fh, Image.open(fh) as im:
                 if size is not None and im.format == "JPEG":
                     im.draft(im.mode if im.mode in ("L", "RGB") else None, (size, size))  # fast DCT downscale
                 im.load()
@@ -96,6 +134,8 @@ def decode_file(path: str | os.PathLike, size: int | None) -> tuple[np.ndarray |
                     arr = np.asarray(_resize(Image.fromarray(arr), size))
     except Image.DecompressionBombError as e:
         return None, False, f"too large to decode safely ({e})"
+    except NotRegularFile as e:
+        return None, False, str(e)
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError, Image.UnidentifiedImageError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, Image.UnidentifiedImageError) or "cannot identify" in msg:
@@ -180,7 +220,7 @@ def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as im:
+            with open_regular(path) as fh, Image.open(fh) as im:
                 return im.size
     except Exception:
         return None

@@ -102,9 +102,12 @@ def validate_meta(meta: dict, where: str | Path = "checkpoint") -> dict:
     for reserved in ("num_classes", "in_chans"):
         if reserved in (kwargs or {}):
             raise _bad(where, "model_kwargs", f"must not hold {reserved!r} (it is a field of its own)")
-    for field in ("dataset", "resize"):
-        if meta.get(field) is not None and not isinstance(meta[field], str):
-            raise _bad(where, field, f"must be text (got {_short(meta[field])})")
+    if meta.get("dataset") is not None and not isinstance(meta["dataset"], str):
+        raise _bad(where, "dataset", f"must be text (got {_short(meta['dataset'])})")
+    # resize: the policy's name, or with crop the shorter side before the centre crop (published weights)
+    if meta.get("resize") is not None and not isinstance(meta["resize"], str):
+        _whole(meta, where, "resize")
+    _whole(meta, where, "crop", required=False)
     if isinstance(name, str) and name:
         info = model_info(name)
         for field, size in (("img_size", img_size), ("data_img_size", data_size)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -34,6 +35,11 @@ def evaluate(
     ``loss``, ``n``, ``classes``, ``per_class`` (precision, recall, f1, support), ``confusion`` (rows: true
     class), ``images_per_s``. With ``out`` it also writes ``eval.json`` and ``confusion.png`` there.
     """
+    from ..ranges import POSITIVE_INT
+
+    batch_size = POSITIVE_INT.check("batch_size (--batch-size)", batch_size)
+    if img_size is not None:
+        img_size = POSITIVE_INT.check("img_size", img_size)
     dev = resolve_device(device)
     if isinstance(checkpoint_or_model, nn.Module):
         model = checkpoint_or_model.to(dev).eval()
@@ -53,6 +59,7 @@ def evaluate(
         name = canonical_name(dataset)
         size = img_size or meta.get("img_size")
         data = load_dataset(name, split, data_dir, img_size=size if name.startswith("folder:") else None)
+    data = match_classes(data, [str(c) for c in meta.get("classes") or []])
     num_classes = int(meta.get("num_classes") or data.num_classes)
     if num_classes != data.num_classes:
         raise CnnzooError(f"the model predicts {num_classes} classes but {data.name} has {data.num_classes}: "
@@ -95,6 +102,39 @@ def evaluate(
     return result
 
 
+def _few(names: list[str], n: int = 4) -> str:
+    return ", ".join(names[:n]) + (f" ... ({len(names)} in all)" if len(names) > n else "")
+
+
+def match_classes(data: ImageSet, model_classes: list[str]) -> ImageSet:
+    """``data`` with its labels renumbered to the model's classes, matched by name (issue 19: they used to be
+    matched by position, so a folder with other class names scored 0.00 % with exit 0).
+
+    The same names in another order, or a subset of the model's classes (a test folder lacking one), are
+    matched by name and said in a one-line warning; a class name the model does not know is an error that
+    lists both sets. Without class names in the checkpoint, nothing is changed (the count is checked later).
+    """
+    import warnings
+
+    from ..errors import CnnzooWarning
+
+    have = [str(c) for c in data.classes]
+    if not model_classes or have == model_classes:
+        return data
+    index = {c: i for i, c in enumerate(model_classes)}
+    unknown = [c for c in have if c not in index]
+    if unknown:
+        raise CnnzooError(f"{data.name} has classes the model does not know ({len(unknown)} of {len(have)}, e.g. "
+                          f"{unknown[0]!r}): its classes are {_few(have)}; the model's are {_few(model_classes)}. "
+                          f"Evaluate on a data set with the model's class names (folder names are matched by name)")
+    remap = torch.tensor([index[c] for c in have], dtype=torch.long)
+    how = "in another order" if len(have) == len(model_classes) else \
+        f"{len(have)} of the model's {len(model_classes)}"
+    warnings.warn(f"{data.name}'s class folders are {how}: matched to the model's classes by name",
+                  CnnzooWarning, stacklevel=3)
+    return replace(data, labels=remap[data.labels], classes=list(model_classes))
+
+
 def write_eval_outputs(result: dict, out: str | os.PathLike) -> dict[str, Path]:
     """``eval.json`` and ``confusion.png`` for an :func:`evaluate` result; returns their paths."""
     from .plots import plot_confusion
@@ -107,9 +147,16 @@ def write_eval_outputs(result: dict, out: str | os.PathLike) -> dict[str, Path]:
             f"cannot create output directory {str(out)!r} ({e.strerror or e}): pass a writable --out") from e
     js = out / "eval.json"
     tmp = out / f".tmp-{os.getpid()}-eval.json"
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, js)
     title = (f"{result.get('model') or 'model'} on {result['dataset']} {result['split']}: "
              f"top-1 {100 * result['top1']:.2f}%")
-    png = plot_confusion(result["confusion"], result["classes"], out / "confusion.png", title=title)
+    try:
+        tmp.write_text(json.dumps(result, indent=1))
+        os.replace(tmp, js)
+        png = plot_confusion(result["confusion"], result["classes"], out / "confusion.png", title=title)
+    except OSError as e:  # a full disk or no permission: one line, no half-written eval.json left
+        from ..oserr import os_error_line
+
+        raise CnnzooError(f"cannot write the evaluation to --out: {os_error_line(e)}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
     return {"json": js, "png": png}
