@@ -388,8 +388,9 @@ BAD_FLAGS = [
     (["erf", "resnet18", "--n", "0", "--out", "x.png"], "--n: must be a whole number >= 1, got 0"),
     (["predict", "RUN"],
      "cnnzoo predict: error: the following arguments are required: images (see cnnzoo predict --help)"),
-    (["list", "--format", "yaml"], "cnnzoo list: error: --format: invalid choice: 'yaml'"),
-    (["frobnicate"], "cnnzoo: error: COMMAND: invalid choice: 'frobnicate'"),
+    (["list", "--format", "yaml"], "cnnzoo list: error: --format: invalid choice 'yaml': choose from table, json"),
+    (["frobnicate"], "cnnzoo: error: COMMAND: invalid choice 'frobnicate': choose from list, "),
+    (["trian"], "cnnzoo: error: COMMAND: invalid choice 'trian': did you mean train? choose from list, "),
     (["train", "--bogus-flag"], "cnnzoo: error: unrecognized arguments: --bogus-flag"),
 ]
 

@@ -24,6 +24,15 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         # "argument -b/--batch-size: ..." -> "--batch-size: ..." (the long name, as the user types it)
         message = re.sub(r"^argument (?:-\w/)?(\S+?): ", r"\1: ", message)
+        bad = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if bad:  # the nearest choice first, the list after it: `cnnzoo trian` -> did you mean train?
+            import difflib
+
+            choices = re.findall(r"'([^']*)'", bad.group(2))
+            near = difflib.get_close_matches(bad.group(1), choices, n=1, cutoff=0.5)
+            hint = f"did you mean {near[0]}? " if near else ""
+            message = message[:bad.start()] + f"invalid choice {bad.group(1)!r}: {hint}choose from " \
+                + ", ".join(choices)
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
