@@ -188,13 +188,13 @@ def test_classifier_api_on_every_net(name):
     x = torch.empty(2, info.in_chans, info.min_size, info.min_size, device="meta")
     f = net.forward_features(x)
     assert f.dim() == 4 and f.shape[1] == net.num_features
-    assert net.forward_head(f).shape == (2, 5) and net(x).shape == (2, 5)
+    assert net.forward_head(f).shape == (2, 5) and net(x).shape == (2, 5) and net.num_classes == 5
     assert net.forward_head(f, pre_logits=True).shape == (2, net.head_hidden_size)
     assert net.get_classifier() is net.get_submodule(net.classifier_name)
     net.reset_classifier(3)
     assert net(x).shape == (2, 3) and list(net.state_dict()) == keys  # same keys, new class count
     net.reset_classifier(0)
-    assert net(x).shape == (2, net.head_hidden_size)
+    assert net(x).shape == (2, net.head_hidden_size) and net.num_classes == 0
     assert isinstance(net.get_classifier(), nn.Identity)
 
 

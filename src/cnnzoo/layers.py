@@ -274,6 +274,14 @@ class Backbone(nn.Module):
             return clf.in_features
         return getattr(self, "_head_width", self.num_features)
 
+    @property
+    def num_classes(self) -> int:
+        """Classes the head predicts, 0 after ``reset_classifier(0)`` (timm's attribute)."""
+        layers = [m for m in self.get_classifier().modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+        if not layers:
+            return 0
+        return layers[-1].out_features if isinstance(layers[-1], nn.Linear) else layers[-1].out_channels
+
     def head_modules(self) -> list[str]:
         """Top-level modules that only the head uses (a features-only net drops them)."""
         names = [self.pool_name, *self.pre_logits_names, self.classifier_name.split(".")[0]]
@@ -314,4 +322,3 @@ class Backbone(nn.Module):
         parent, _, last = self.classifier_name.rpartition(".")
         setattr(self.get_submodule(parent) if parent else self, last, new)
         self._head_width = width
-        self.num_classes = num_classes
