@@ -226,11 +226,12 @@ class Backbone(nn.Module):
     ``forward(x) = forward_head(forward_features(x))``. ``forward_features`` (each family's) returns the last
     feature map before the head, ``num_features`` channels wide. The head is ``pool_name`` (its output
     flattened; ``None`` when the classifier flattens itself), then the pre-logits layers (the modules named in
-    ``pre_logits_names``, then the layers before the classifier in its own ``Sequential``), then the final
-    layer at the dotted path ``classifier_name``. ``forward_head(x, pre_logits=True)`` stops before that final
-    layer; ``reset_classifier(n)`` swaps it for a fresh ``n``-way one (``n=0``: an identity, so the net returns
-    its pre-logits features). ``stage_modules`` lists, in forward order, the modules whose outputs may serve
-    as multi-scale features (``cnnzoo.features`` keeps the last one at each stride).
+    ``pre_logits_names``, then the layers before the classifier in its own ``Sequential``, of which it is the
+    last layer), then the final layer at the dotted path ``classifier_name``. ``forward_head(x,
+    pre_logits=True)`` stops before that final layer; ``reset_classifier(n)`` swaps it for a fresh ``n``-way
+    one (``n=0``: an identity, so the net returns its pre-logits features). ``stage_modules`` lists, in
+    forward order, the modules whose outputs may serve as multi-scale features (``cnnzoo.features`` keeps
+    the last one at each stride).
     """
 
     pool_name: str | None = "avgpool"
@@ -245,22 +246,22 @@ class Backbone(nn.Module):
         """Pool, flatten, hidden layers; then the classifier unless ``pre_logits``."""
         if self.pool_name is not None:
             x = torch.flatten(self.get_submodule(self.pool_name)(x), 1)
-        for layer in self._pre_logits_layers():
+        for name in self.pre_logits_names:
+            x = self.get_submodule(name)(x)
+        parent, _, last = self.classifier_name.rpartition(".")
+        if not parent:
+            return x if pre_logits else self.get_classifier()(x)
+        head = self.get_submodule(parent)
+        if not pre_logits:
+            return head(x)  # one call of the whole head, as the nets always ran it (module hooks see it)
+        for name, layer in head.named_children():
+            if name == last:
+                break
             x = layer(x)
-        return x if pre_logits else self.get_classifier()(x)
+        return x
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
-
-    def _pre_logits_layers(self) -> list[nn.Module]:
-        layers = [self.get_submodule(n) for n in self.pre_logits_names]
-        parent, _, last = self.classifier_name.rpartition(".")
-        if parent:
-            for name, layer in self.get_submodule(parent).named_children():
-                if name == last:
-                    break
-                layers.append(layer)
-        return layers
 
     def get_classifier(self) -> nn.Module:
         """The final layer (a ``Linear``, or an ``Identity`` after ``reset_classifier(0)``)."""

@@ -120,6 +120,10 @@ class NiN(Backbone):
             x = layer(x)
         return x
 
+    def forward(self, x: Tensor) -> Tensor:
+        # = forward_head(forward_features(x)), with ``features`` run as one module, as it always was
+        return torch.flatten(self.global_pool(self.features(x)), 1)
+
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """The class-map block (unless ``pre_logits``), then the global average pool."""
         if not pre_logits:
