@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..layers import Backbone, Conv2dNormActivation, make_divisible
 from ..registry import register_model
 
-__all__ = ["MobileNetV2", "InvertedResidualV2", "V2_ROWS"]
+__all__ = ["MobileNetV2", "InvertedResidualV2", "V2_ROWS", "init_mobilenet"]
 
 
 class IRRow(NamedTuple):
@@ -106,7 +106,7 @@ class MobileNetV2(Backbone):
         self.num_features = self.last_channel
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # torchvision calls the functional form; no weights either way
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.last_channel, num_classes))
-        _init_weights(self)
+        init_mobilenet(self)
 
     classifier_name = "classifier.1"
 
@@ -117,7 +117,7 @@ class MobileNetV2(Backbone):
         return super().stage_modules()[:-1]  # not the last 1x1 conv (timm's conv_head)
 
 
-def _init_weights(model: nn.Module) -> None:
+def init_mobilenet(model: nn.Module) -> None:
     """torchvision's MobileNet init: Kaiming-normal (fan-out) convs, BN = identity, Linear N(0, 0.01)."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..layers import Backbone, Conv2dNormActivation, InvertedResidual, make_divisible
 from ..registry import register_model
-from .mobilenet_v2 import _init_weights
+from .mobilenet_v2 import init_mobilenet
 
 __all__ = ["MobileNetV3", "BneckRow", "V3_LARGE", "V3_SMALL"]
 
@@ -121,7 +121,7 @@ class MobileNetV3(Backbone):
             nn.Linear(head, num_classes),
         )
         self.num_features = last_conv
-        _init_weights(self)  # torchvision's (same as MobileNetV2's)
+        init_mobilenet(self)  # torchvision's (same as MobileNetV2's)
 
     classifier_name = "classifier.3"
 
