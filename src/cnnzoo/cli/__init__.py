@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import re
 import sys
@@ -53,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    # torch's OpenMP workers sleep between parallel regions instead of spinning. On a CPU shared with another
+    # job, spinning workers take the time slices the thread holding the work needs: on the 2-core box under
+    # load, training ran 4x (VGG-11) to 20x (MobileNetV2) slower with 2 spinning threads, and the demo's
+    # compare with it. Set before a command imports torch (libgomp reads it once); the user's value wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     show = warnings.showwarning
 
     def one_line(message, category, *rest, **kw):  # cnnzoo's own warnings as one line, no source excerpt
