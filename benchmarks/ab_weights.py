@@ -21,21 +21,14 @@ import torchvision
 from safetensors.torch import save_file
 
 import cnnzoo
+from cnnzoo.training.loop import train_step
 
 
 def _stepper(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """The training engine's own step (:func:`cnnzoo.training.loop.train_step`) with a plain SGD."""
     m.train()
     opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
-
-    def step() -> None:
-        out = m(x)
-        out = out[0] if isinstance(out, tuple) else out
-        loss = torch.nn.functional.cross_entropy(out, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
+    return lambda: train_step(m, opt, x, y)
 
 
 def main() -> None:

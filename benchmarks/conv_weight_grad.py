@@ -4,7 +4,7 @@ For each k x k conv shape (batch, input channels, output map, stride) it times o
 kernel (``aten.convolution_backward`` with only the weight gradient asked for) against ``unfold`` + one
 matrix multiply, the two interleaved, medians of several runs, and marks which side of
 :func:`cnnzoo.conv_grad.gemm_weight_grad`'s rule each shape falls on. The rule is on by default only for
-the CPU ISAs listed in ``cnnzoo.conv_grad.MEASURED_ISAS``; run this on another CPU to see whether it holds.
+the CPU ISAs listed in ``cnnzoo.policy.GEMM_WGRAD_ISAS``; run this on another CPU to see whether it holds.
 
     python benchmarks/conv_weight_grad.py [--batch 8 32 128] [--kernel 3] [--json out.json]
 """

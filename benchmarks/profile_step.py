@@ -34,13 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     x, y = torch.randn(args.batch, 3, args.size, args.size), torch.randint(0, 1000, (args.batch,))
     if args.cnnzoo:
         import cnnzoo
-        from cnnzoo.benchmarking import channels_last_default
-        from cnnzoo.conv_grad import small_map_grads_default, to_small_map_grads
+        from cnnzoo.conv_grad import to_small_map_grads
+        from cnnzoo.policy import channels_last_default, gemm_wgrad_default
 
         net = cnnzoo.create_model(args.model)
         if channels_last_default(args.model, "train", "cpu"):
             net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-        if small_map_grads_default("cpu"):
+        if gemm_wgrad_default("cpu"):
             to_small_map_grads(net)
         opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, fused=True)
     else:

@@ -26,14 +26,13 @@ sys.path.insert(0, str(ROOT / "src"))
 from cnnzoo.benchmarking import (  # noqa: E402
     Variant,
     benchmark,
-    channels_last_default,
     gemm_peak_gflops,
     loop_overhead,
     machine_info,
     paired_ratio,
     pipeline_throughput,
 )
-from cnnzoo.training.engine import cpu_has_bf16_matmul  # noqa: E402
+from cnnzoo.policy import channels_last_default, cpu_has_bf16_matmul  # noqa: E402
 
 NETS = ["resnet18", "resnet50", "vgg16_bn", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "googlenet"]
 TRAIN = {"batch_size": 32, "img_size": 64}
@@ -198,7 +197,7 @@ def markdown(d: dict, command: str) -> str:
         "inference, folding BatchNorm, running "
         "activations and residual adds inside the conv kernels, and channels_last all pay. `torch.compile` "
         "did not pay on this CPU (docs/speed.md), so it is opt-in.",
-        "channels_last defaults on the CPU (`cnnzoo.benchmarking.channels_last_default`, a table per CPU ISA "
+        "channels_last defaults on the CPU (`cnnzoo.policy.channels_last_default`, a table per CPU ISA "
         f"chosen from these measurements and docs/speed.md's A/B runs; this CPU: {m['cpu_capability']}): "
         "inference on for every net above; training on for "
         f"{', '.join(cl_train) or 'none'} and off for the others, where it was slower or no faster. On CUDA "

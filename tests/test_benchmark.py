@@ -18,7 +18,6 @@ from cnnzoo.benchmarking import (
     TIMM_NAMES,
     _prepare,
     benchmark,
-    channels_last_default,
     gemm_peak_gflops,
     loop_overhead,
     paired_ratio,
@@ -27,6 +26,7 @@ from cnnzoo.benchmarking import (
 )
 from cnnzoo.cli import main
 from cnnzoo.errors import CnnzooError
+from cnnzoo.policy import channels_last_default
 
 # the nets of issue 6's speed targets
 TARGETS = ["resnet18", "resnet50", "vgg16_bn", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0",

@@ -141,9 +141,10 @@ def _weights(path):
 
 
 def test_train_uses_it_resumes_exactly_and_opts_out(tmp_path, monkeypatch):
+    from cnnzoo import policy
     from cnnzoo.training import engine
 
-    monkeypatch.setattr(engine, "small_map_grads_default", lambda dev: True)  # as on an AVX2 CPU
+    monkeypatch.setattr(policy, "gemm_wgrad_default", lambda dev: True)  # as on an AVX2 CPU
     used: list[int] = []
     real = engine.small_map_grads
 

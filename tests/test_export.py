@@ -16,7 +16,7 @@ import cnnzoo
 from cnnzoo.cli import main
 from cnnzoo.exporting import export
 from cnnzoo.training import load_checkpoint
-from cnnzoo.training.engine import BatchPrep
+from cnnzoo.training.batches import BatchPrep
 
 
 def _train(name: str, size: int, tmp_path_factory: pytest.TempPathFactory):

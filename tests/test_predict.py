@@ -56,7 +56,7 @@ def test_same_preprocessing_as_training(mnist_ckpt, pngs) -> None:
     """PNG -> predict gives exactly what the model gives on the data set's tensors through the engine's
     evaluation preprocessing (28x28 data zero-padded by LeNet-5, normalised with MNIST's mean/std)."""
     from cnnzoo.training import load_checkpoint
-    from cnnzoo.training.engine import BatchPrep
+    from cnnzoo.training.batches import BatchPrep
 
     folder, _, test = pngs
     model, meta = load_checkpoint(mnist_ckpt)

@@ -212,13 +212,13 @@ def test_wrong_channel_count_for_a_checkpoint(tmp_path, capsys, monkeypatch):
 
 
 def test_unwritable_output_fails_before_any_data_is_read(tmp_path, capsys, monkeypatch):
-    from cnnzoo.training import engine
+    from cnnzoo.training import setup
 
     def no_data(*a, **k):
         raise AssertionError("data loading started before the output folder was checked")
 
-    monkeypatch.setattr(engine, "load_dataset", no_data)
-    monkeypatch.setattr(engine, "dataset_info", no_data)
+    monkeypatch.setattr(setup, "load_dataset", no_data)
+    monkeypatch.setattr(setup, "dataset_info", no_data)
     (tmp_path / "a-file").write_text("x")
     for out in ["/proc/cnnzoo-run", str(tmp_path / "a-file"), str(tmp_path / "a-file" / "run")]:
         assert main(["train", "--model", "lenet5", "--dataset", "digits", "--out", out]) == 2, out
@@ -255,10 +255,10 @@ def test_train_refuses_an_img_size_whose_batch_or_folder_cannot_fit_in_memory(tm
     """A huge --img-size fails at once with one line that names the figure and the fix, before any decoding
     or epoch (instead of the OOM killer partway through), and leaves no run behind; within the memory the
     same run trains."""
-    from cnnzoo.training import engine
+    from cnnzoo.training import setup
 
     monkeypatch.setenv("CNNZOO_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(engine, "available_memory", lambda device: 1 << 30)  # 1 GiB free
+    monkeypatch.setattr(setup, "available_memory", lambda device: 1 << 30)  # 1 GiB free
     # resnet18_cifar at 256 px: 9.4 GiB of layer outputs per batch of 32 (cnnzoo summary: 301 MiB an image)
     rc = main(["train", "--model", "resnet18_cifar", "--dataset", "digits", "--img-size", "256", "--batch-size",
                "32", "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress"])

@@ -19,7 +19,8 @@ from cnnzoo.errors import CnnzooError
 from cnnzoo.training import NonFiniteLossError, evaluate, load_checkpoint, lr_factor, read_meta, train
 from cnnzoo.training import checkpoint as ck
 from cnnzoo.training.config import TrainConfig
-from cnnzoo.training.engine import _loss, _param_groups
+from cnnzoo.training.loop import classification_loss
+from cnnzoo.training.setup import param_groups
 
 QUIET = dict(progress=False, verbose=False)
 
@@ -57,12 +58,12 @@ def test_lr_schedules():
 
 def test_no_weight_decay_on_bn_and_bias_and_backbone_lr():
     net = SmallNet()
-    groups = _param_groups(net, TrainConfig(weight_decay=5e-4, lr=0.1), set())
+    groups = param_groups(net, TrainConfig(weight_decay=5e-4, lr=0.1), set())
     by_name = {g["name"]: g for g in groups}
     assert by_name["head"]["weight_decay"] == 5e-4 and by_name["head/no_decay"]["weight_decay"] == 0.0
     no_decay = sum(p.numel() for p in by_name["head/no_decay"]["params"])
     assert no_decay == 8 * 2 + 16 * 2 + 10  # BN weights and biases, fc bias
-    fine = _param_groups(SmallNet(), TrainConfig(lr=0.1, pretrained="x.pth", backbone_lr_scale=0.1),
+    fine = param_groups(SmallNet(), TrainConfig(lr=0.1, pretrained="x.pth", backbone_lr_scale=0.1),
                          {"fc.weight", "fc.bias"})
     lrs = {g["name"]: g["lr"] for g in fine}
     assert lrs == {"backbone": pytest.approx(0.01), "backbone/no_decay": pytest.approx(0.01), "head": 0.1,
@@ -74,7 +75,7 @@ def test_googlenet_style_aux_loss():
     logits, a2, a1 = (torch.randn(4, 10, generator=g) for _ in range(3))
     y = torch.tensor([1, 2, 3, 4])
     expected = F.cross_entropy(logits, y) + 0.3 * (F.cross_entropy(a2, y) + F.cross_entropy(a1, y))
-    assert torch.allclose(_loss((logits, a2, a1), y, 0.0, 0.3), expected)
+    assert torch.allclose(classification_loss((logits, a2, a1), y, 0.0, 0.3), expected)
 
 
 def test_lenet_learns_mnist_in_a_few_hundred_steps(tmp_path, data_dir):
@@ -136,7 +137,7 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path, amp):
 
 
 def test_amp_modes_resolve_per_device():
-    from cnnzoo.training.engine import amp_dtype
+    from cnnzoo.policy import amp_dtype
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert amp_dtype("auto", cpu) is None and amp_dtype("off", cpu) is None and amp_dtype("off", cuda) is None
@@ -147,7 +148,7 @@ def test_amp_modes_resolve_per_device():
         amp_dtype("bf16", torch.device("mps"))
     # state files written before amp became a mode stored a bool
     assert TrainConfig.from_dict({"amp": True}).amp == "auto" and TrainConfig.from_dict({"amp": False}).amp == "off"
-    with pytest.raises(CnnzooError, match="unknown amp mode"):
+    with pytest.raises(CnnzooError, match="unknown amp"):
         train(SmallNet(), "digits", amp="fp8", out=None, **QUIET)
 
 
@@ -177,10 +178,10 @@ def test_cpu_bf16_without_bf16_units_warns_once_in_one_line(tmp_path, monkeypatc
     silent."""
     import warnings
 
+    from cnnzoo import policy
     from cnnzoo.errors import CnnzooWarning
-    from cnnzoo.training import engine
 
-    monkeypatch.setattr(engine, "cpu_has_bf16_matmul", lambda: native)
+    monkeypatch.setattr(policy, "cpu_has_bf16_matmul", lambda: native)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         train(SmallNet(), "digits", epochs=1, batch_size=64, train_subset=128, test_subset=64, out=None,
@@ -196,7 +197,7 @@ def test_cpu_bf16_without_bf16_units_warns_once_in_one_line(tmp_path, monkeypatc
                      "128", "--amp", "bf16", "--out", str(tmp_path / "cli"),
                      "--no-progress"]) == 0
         err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
-        assert err == [f"cnnzoo train: warning: {engine.EMULATED_BF16}"]
+        assert err == [f"cnnzoo train: warning: {policy.EMULATED_BF16}"]
 
 
 def test_existing_run_needs_resume_and_resume_must_match(tmp_path):
@@ -301,14 +302,15 @@ def test_fine_tune_from_pretrained_with_frozen_backbone(tmp_path):
 
 def test_checkpoint_swap_and_fallbacks(tmp_path):
     w = {"a": torch.arange(3.0)}
-    ck.write_checkpoint(tmp_path, "last", w, {"model": None, "epoch": 1}, {"epoch": 1})
-    ck.write_checkpoint(tmp_path, "last", {"a": torch.ones(3)}, {"model": None, "epoch": 2}, {"epoch": 2})
+    meta = {"model": None, "num_classes": 3, "in_chans": 1, "img_size": 8}  # what read_meta checks
+    ck.write_checkpoint(tmp_path, "last", w, {**meta, "epoch": 1}, {"epoch": 1})
+    ck.write_checkpoint(tmp_path, "last", {"a": torch.ones(3)}, {**meta, "epoch": 2}, {"epoch": 2})
     assert ck.read_state(ck.find_resume(tmp_path))[0]["epoch"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]  # no .tmp-*, no last.old left
     (tmp_path / "last").rename(tmp_path / "last.old")
     assert ck.find_resume(tmp_path) == tmp_path / "last.old"
     assert ck.find_checkpoint(tmp_path / "last") == tmp_path / "last.old"
-    ck.write_checkpoint(tmp_path, "last", w, {"model": None, "epoch": 3}, {"epoch": 3})
+    ck.write_checkpoint(tmp_path, "last", w, {**meta, "epoch": 3}, {"epoch": 3})
     assert not (tmp_path / "last.old").exists() and read_meta(tmp_path / "last")["epoch"] == 3
     with pytest.raises(CnnzooError, match="custom nn.Module"):
         load_checkpoint(tmp_path / "last")

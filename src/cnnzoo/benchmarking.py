@@ -35,26 +35,28 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import fmt
 from .errors import CnnzooError
+from .policy import channels_last_default, fused_optimizer_ok, gemm_wgrad_default, speed_plan
+from .training.batches import BatchPrep, epoch_plan
+from .training.loop import logits_of, train_step
 
 if TYPE_CHECKING:
     from .data import ImageSet
-    from .training.engine import BatchPrep
 
-__all__ = ["benchmark", "BenchmarkReport", "BenchResult", "SideResult", "Variant", "gemm_peak_gflops",
-           "reference_model", "channels_last_default", "paired_ratio", "loop_overhead", "pipeline_throughput",
+__all__ = ["benchmark", "BenchmarkReport", "BenchResult", "BenchSettings", "SideResult", "Variant",
+           "gemm_peak_gflops", "reference_model", "paired_ratio", "loop_overhead", "pipeline_throughput",
            "REFERENCE_NAMES"]
 
 MODES = ("train", "infer")
@@ -74,55 +76,6 @@ TIMM_NAMES: dict[str, str] = {
     "mobilenet_v3_small": "mobilenetv3_small_100",
 }
 REFERENCE_NAMES = ("torchvision", "timm")
-
-# Where channels_last pays for training on a CPU (oneDNN kernels), by the CPU's vector ISA, because the answer
-# differs between them. Measured with this module (our net in both formats timed interleaved, torch 2.14:
-# ``extra=[Variant("cl", impl="cnnzoo", channels_last=True)]``), training at batch 32 and 64x64 (LeNet-5 and
-# the CIFAR ResNets at batch 128 and 28/32 px). Nets not measured follow their family (same kernels at
-# similar sizes). Inference: channels_last saves oneDNN's layout reorders around every conv and was faster
-# for every net measured on both CPUs, so it is on for all; on CUDA it is on everywhere (tensor cores want
-# NHWC). In bf16 on a CPU the training engine always uses it (:func:`cnnzoo.training.engine.use_channels_last`).
-#
-# AVX2 (2-core AMD EPYC, 2026-11-23): faster for the depthwise nets (MobileNetV2 1.08-1.34x, V3 1.06-1.14x,
-# EfficientNet-B0 0.97-1.15x), GoogLeNet (1.14-1.26x), LeNet-5 (1.4x) and ResNet-20 (1.2x); slower or no
-# better for ResNet-18 (0.93-0.95x), ResNet-50 (0.90-1.06x) and VGG-16-BN (0.80-0.96x). Measured again on
-# 2026-12-01 (the same kind of EPYC): the 3x3-stem ResNets at batch 128, 32 px are faster in it, ResNet-18
-# 1.14x, ResNet-34 1.19x (medians of 5 interleaved rounds; 1.06-1.25x in four separate runs before).
-# AVX512 (2-core Intel Xeon with AMX, 2026-12-01): MobileNetV2 1.35x, V3-Large 1.31x, EfficientNet-B0
-# 1.38x, GoogLeNet 1.30x, LeNet-5 1.12x, ResNet-20 1.21x, ResNet-18 with the 3x3 stem at 32 px 1.06x, and
-# here also VGG-16-BN (1.08x ours, 1.27x torchvision's in the same run); ResNet-18 (0.86x) and ResNet-50
-# (0.97x) stay contiguous.
-_CIFAR_RESNETS = frozenset({"resnet20_cifar", "resnet32_cifar", "resnet44_cifar", "resnet56_cifar",
-                            "resnet110_cifar"})
-_DEPTHWISE = frozenset({"mobilenet_v1", "mobilenet_v2", "mobilenet_v3", "efficientnet"})
-_CPU_CHANNELS_LAST_TRAIN: dict[str, tuple[frozenset[str], frozenset[str]]] = {  # ISA -> (families, names)
-    "AVX2": (_DEPTHWISE,
-             frozenset({"googlenet", "lenet5", "lenet5_relu", "resnet18_cifar", "resnet34_cifar"}) | _CIFAR_RESNETS),
-    "AVX512": (_DEPTHWISE | {"vgg"},
-               frozenset({"googlenet", "lenet5", "lenet5_relu", "resnet18_cifar", "resnet34_cifar"}) | _CIFAR_RESNETS),
-}
-
-
-def _cpu_isa() -> str:
-    """The table row for this CPU: torch's dispatch level ("AVX512", "AVX2", ...); other ISAs use AVX2's."""
-    cap = torch.backends.cpu.get_cpu_capability()
-    return cap if cap in _CPU_CHANNELS_LAST_TRAIN else "AVX2"
-
-
-def channels_last_default(name: str | None, mode: str, device: str | torch.device) -> bool:
-    """Whether channels_last is the default for ``name`` (a measured choice per CPU ISA, see above)."""
-    if torch.device(device).type == "cuda" or mode == "infer":
-        return True
-    families, names = _CPU_CHANNELS_LAST_TRAIN[_cpu_isa()]
-    if name in names:
-        return True
-    from .registry import model_info
-
-    try:
-        return model_info(name or "").family in families
-    except CnnzooError:  # a user's own net: the plain format
-        return False
-
 
 # ------------------------------------------------------------------------------------------ results
 @dataclass
@@ -445,21 +398,6 @@ def reference_model(name: str, vs: str, num_classes: int = 1000) -> tuple[str, n
     raise CnnzooError(f"unknown reference {vs!r}: use --vs {' or --vs '.join(REFERENCE_NAMES)}")
 
 
-def _loss(out: Tensor | Sequence[Tensor], y: Tensor) -> Tensor:
-    """Cross-entropy; GoogLeNet's training-mode auxiliary outputs weighted 0.3 (as the training engine)."""
-    if isinstance(out, tuple | list):
-        loss = F.cross_entropy(out[0], y)
-        for aux in out[1:]:
-            if aux is not None:
-                loss = loss + 0.3 * F.cross_entropy(aux, y)
-        return loss
-    return F.cross_entropy(out, y)
-
-
-def _first(out: Tensor | Sequence[Tensor]) -> Tensor:
-    return out[0] if isinstance(out, tuple | list) else out
-
-
 @contextlib.contextmanager
 def _no_random_layers(model: nn.Module) -> Iterator[None]:
     """Dropout and stochastic depth in eval mode for the duration (BatchNorm keeps training mode), so that a
@@ -518,7 +456,7 @@ def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Te
         model.eval()
         if check and (fuse or channels_last or compile):
             with torch.inference_mode():
-                ref = _first(model(xc)).clone()
+                ref = logits_of(model(xc)).clone()
         if fuse:
             from .fusion import fuse as fold
             from .fusion import fuse_activations
@@ -530,7 +468,7 @@ def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Te
         model.train()
         if check and (channels_last or compile):
             with torch.no_grad(), _no_random_layers(model):
-                ref = _first(model(xc)).clone()
+                ref = logits_of(model(xc)).clone()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -557,10 +495,10 @@ def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Te
         try:
             if mode == "infer":
                 with torch.inference_mode():
-                    out = _first(model(xcf))
+                    out = logits_of(model(xcf))
             else:
                 with torch.no_grad(), _no_random_layers(model):
-                    out = _first(model(xcf))
+                    out = logits_of(model(xcf))
         except CnnzooError:
             raise
         except Exception as e:
@@ -580,12 +518,8 @@ def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Te
         # None is torch's default (a loop of several element-wise ops per parameter on the CPU)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, fused=True if fused_opt else None)
 
-        def step() -> None:
-            with autocast():
-                loss = _loss(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        def step() -> None:  # the training engine's own step (no label smoothing)
+            train_step(model, opt, x, y, autocast)
 
     fused = fuse and mode == "infer"
     return _Side(impl, name, step, channels_last, fused, compile, amp, abs_d, rel_d, compile_s,
@@ -711,13 +645,9 @@ def benchmark(
     if amp and dev.type not in ("cuda", "cpu"):
         raise CnnzooError(f"bf16 autocast (--amp) runs on CUDA or the CPU, not {dev.type}: drop --amp")
     if fused_optimizer is None:
-        from .training.engine import fused_optimizer_ok
-
         fused_optimizer = fused_optimizer_ok(dev)
     if gemm_wgrad is None:
-        from .conv_grad import small_map_grads_default
-
-        gemm_wgrad = small_map_grads_default(dev)
+        gemm_wgrad = gemm_wgrad_default(dev)
     old_threads = torch.get_num_threads()
     if threads is not None:
         if threads < 1:
@@ -733,11 +663,14 @@ def benchmark(
             amp=amp, fused_optimizer=fused_optimizer, gemm_wgrad=gemm_wgrad, warmup=warmup, runs=runs,
             min_run_s=min_run_s,
             check=check))
+        settings = BenchSettings(batch=batch_size, img_size=img_size, device=dev, vs=vs, vs_settings=vs_settings,
+                                 channels_last=channels_last, fuse=fuse, compile=compile, amp=amp, warmup=warmup,
+                                 runs=runs, min_run_s=min_run_s, check=check, measure_memory=measure_memory,
+                                 num_classes=num_classes, peak=report.machine["gemm_gflops"], extra=tuple(extra),
+                                 fused_opt=fused_optimizer, gemm_wgrad=gemm_wgrad)
         for name in names:
             for m in (MODES if mode == "both" else (mode,)):
-                r = _bench_one(name, m, batch_size, img_size, dev, vs, vs_settings, channels_last, fuse,
-                               compile, amp, warmup, runs, min_run_s, check, measure_memory, num_classes,
-                               report.machine["gemm_gflops"], extra, fused_optimizer, gemm_wgrad)
+                r = _bench_one(name, m, settings)
                 report.results.append(r)
                 if progress:
                     msg = f"{r.model} {r.mode}: {r.ours.images_per_s:.1f} img/s"
@@ -752,63 +685,85 @@ def benchmark(
         torch.backends.cudnn.benchmark = old_cudnn
 
 
-def _bench_one(name: str, mode: str, batch: int, img_size: int | None, dev: torch.device, vs: str | None,
-               vs_settings: str, channels_last: bool | None, fuse: bool, compile: bool, amp: bool,
-               warmup: int, runs: int, min_run_s: float, check: bool, measure_memory: bool,
-               num_classes: int | None, peak: float, extra: Sequence[Variant] = (),
-               fused_opt: bool = False, gemm_wgrad: bool = False) -> BenchResult:
-    from .analysis import count_macs, default_input_size, resolve_model
-    from .analysis._common import shape_forward
+@dataclass(frozen=True)
+class BenchSettings:
+    """What one :func:`benchmark` call times every (model, mode) with (see its arguments)."""
 
-    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    batch: int
+    img_size: int | None
+    device: torch.device
+    vs: str | None
+    vs_settings: str
+    channels_last: bool | None
+    fuse: bool
+    compile: bool
+    amp: bool
+    warmup: int
+    runs: int
+    min_run_s: float
+    check: bool
+    measure_memory: bool
+    num_classes: int | None
+    peak: float  # float32 GEMM GFLOP/s of the machine
+    extra: tuple[Variant, ...] = ()
+    fused_opt: bool = False
+    gemm_wgrad: bool = False
+
+
+def _bench_one(name: str, mode: str, st: BenchSettings) -> BenchResult:
+    """Build ours (and the references), time them interleaved, return the figures of one (model, mode)."""
+    from .analysis import count_macs, default_input_size, resolve_model, shape_forward
+
+    kwargs = {} if st.num_classes is None else {"num_classes": st.num_classes}
     torch.manual_seed(0)
     ours = resolve_model(name, **kwargs)
     label = getattr(ours, "cnnzoo_name", name)
     c, h, _ = default_input_size(ours)
-    size = img_size or h
+    size = st.img_size or h
     out_classes = getattr(ours, "default_cfg", {}).get("num_classes")
     if out_classes is None:  # a user's own net: its output width from a shapes-only forward pass
-        out_classes = int(_first(shape_forward(ours, (c, size, size), contextlib.nullcontext)).shape[-1])
+        out_classes = int(logits_of(shape_forward(ours, (c, size, size), contextlib.nullcontext)).shape[-1])
     macs = count_macs(ours, (c, size, size))
     flops = 2 * macs * (3 if mode == "train" else 1)
-    cl = channels_last_default(label, mode, dev) if channels_last is None else channels_last
+    cl = channels_last_default(label, mode, st.device) if st.channels_last is None else st.channels_last
 
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, c, size, size, generator=g)
-    y = torch.randint(0, out_classes, (batch,), generator=g)
-    if dev.type == "cuda":  # one copy from pinned memory, as the training engine does with the data set
-        x, y = x.pin_memory().to(dev, non_blocking=True), y.pin_memory().to(dev, non_blocking=True)
+    x = torch.randn(st.batch, c, size, size, generator=g)
+    y = torch.randint(0, out_classes, (st.batch,), generator=g)
+    if st.device.type == "cuda":  # one copy from pinned memory, as the training engine does with the data set
+        x, y = x.pin_memory().to(st.device, non_blocking=True), y.pin_memory().to(st.device, non_blocking=True)
 
-    sides = [_prepare("cnnzoo", label, ours, mode, x, y, dev, cl, fuse, compile, amp, check, fused_opt=fused_opt,
-                      gemm_wgrad=gemm_wgrad)]
-    if vs is not None:
-        if vs_settings in ("default", "both"):
-            ref_name, ref = reference_model(label, vs, out_classes)
-            sides.append(_prepare(vs, ref_name, ref, mode, x, y, dev, False, False, False, amp, check))
-        if vs_settings in ("same", "both"):
-            ref_name, ref = reference_model(label, vs, out_classes)
-            sides.append(_prepare(vs, ref_name, ref, mode, x, y, dev, cl, fuse, False, amp, check,
-                                  fused_opt=fused_opt, gemm_wgrad=gemm_wgrad))
-    for v in extra:
+    sides = [_prepare("cnnzoo", label, ours, mode, x, y, st.device, cl, st.fuse, st.compile, st.amp, st.check,
+                      fused_opt=st.fused_opt, gemm_wgrad=st.gemm_wgrad)]
+    if st.vs is not None:
+        if st.vs_settings in ("default", "both"):
+            ref_name, ref = reference_model(label, st.vs, out_classes)
+            sides.append(_prepare(st.vs, ref_name, ref, mode, x, y, st.device, False, False, False, st.amp,
+                                  st.check))
+        if st.vs_settings in ("same", "both"):
+            ref_name, ref = reference_model(label, st.vs, out_classes)
+            sides.append(_prepare(st.vs, ref_name, ref, mode, x, y, st.device, cl, st.fuse, False, st.amp,
+                                  st.check, fused_opt=st.fused_opt, gemm_wgrad=st.gemm_wgrad))
+    for v in st.extra:
         if v.impl == "cnnzoo":
             torch.manual_seed(0)
             impl, ref_name, ref = "cnnzoo", label, resolve_model(name, **kwargs)
-        elif vs is not None and v.impl == "ref":
-            impl, (ref_name, ref) = vs, reference_model(label, vs, out_classes)
+        elif st.vs is not None and v.impl == "ref":
+            impl, (ref_name, ref) = st.vs, reference_model(label, st.vs, out_classes)
         else:
             raise CnnzooError(f"variant {v.label!r}: impl must be 'cnnzoo', or 'ref' together with vs")
-        sides.append(_prepare(impl, ref_name, ref, mode, x, y, dev, v.channels_last, v.fuse, False,
-                              amp if v.amp is None else v.amp, check, v.fuse_act, v.fused_opt, v.gemm_wgrad))
-    _run_sides(sides, dev, warmup, runs, min_run_s, measure_memory)
-    res = [_side_result(s, batch, flops, peak) for s in sides]
-    out = BenchResult(model=label, mode=mode, batch_size=batch, img_size=size, in_chans=c, device=str(dev),
-                      macs_per_image=macs, flops_per_image=flops, ours=res[0])
+        sides.append(_prepare(impl, ref_name, ref, mode, x, y, st.device, v.channels_last, v.fuse, False,
+                              st.amp if v.amp is None else v.amp, st.check, v.fuse_act, v.fused_opt, v.gemm_wgrad))
+    _run_sides(sides, st.device, st.warmup, st.runs, st.min_run_s, st.measure_memory)
+    res = [_side_result(s, st.batch, flops, st.peak) for s in sides]
+    out = BenchResult(model=label, mode=mode, batch_size=st.batch, img_size=size, in_chans=c,
+                      device=str(st.device), macs_per_image=macs, flops_per_image=flops, ours=res[0])
     rest = res[1:]
-    if vs is not None and vs_settings in ("default", "both"):
+    if st.vs is not None and st.vs_settings in ("default", "both"):
         out.theirs = rest.pop(0)
-    if vs is not None and vs_settings in ("same", "both"):
+    if st.vs is not None and st.vs_settings in ("same", "both"):
         out.theirs_same = rest.pop(0)
-    out.extra = {v.label: rest.pop(0) for v in extra}
+    out.extra = {v.label: rest.pop(0) for v in st.extra}
     del sides
     return out
 
@@ -829,7 +784,6 @@ def _prep_for(ds: ImageSet, dataset: str, img_size: int, in_chans: int, dev: tor
               channels_last: bool = False) -> tuple[BatchPrep, int]:
     """The engine's batch preparation with the data set's recipe (crop padding, flips)."""
     from .training.config import recipe_for
-    from .training.engine import BatchPrep
 
     pad = recipe_for(dataset).get("pad", max(0, ds.img_size // 8))
     return BatchPrep(ds, img_size, in_chans, dev, pad, ds.hflip, channels_last, ds.mean, ds.std), pad
@@ -845,8 +799,6 @@ def pipeline_throughput(dataset: str = "mnist", batch_size: int = 128, repeats: 
     The median over ``repeats`` epochs is reported (the training engine's own ``BatchPrep``/``epoch_plan``);
     ``table_s`` is the one-off time to build the table, paid once per run like ``load_s``.
     """
-    from .training.engine import epoch_plan
-
     dev = _device(device)
     t = time.perf_counter()
     ds = _train_set(dataset, data_dir, subset)
@@ -884,97 +836,82 @@ def pipeline_throughput(dataset: str = "mnist", batch_size: int = 128, repeats: 
 def loop_overhead(model: str = "lenet5", dataset: str = "mnist", repeats: int = 3, subset: int | None = None,
                   data_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                   amp: str = "auto") -> dict:
-    """How much longer an epoch of :func:`cnnzoo.train` takes than bare forward + backward + step on the same
-    batches.
+    """How much longer an epoch of :func:`cnnzoo.train` takes than its bare steps on the same batches.
 
-    Both sides train a fresh ``model`` from the same seed with the data set's recipe (SGD with Nesterov
-    momentum, label smoothing). The engine's figure is its own training time of the epoch (its
-    ``train_images_per_s``: augmentation, metrics, LR schedule, progress bookkeeping included; its per-epoch
-    evaluation and checkpoint excluded) plus the epoch plan it draws before the loop. The bare loop gets the
-    epoch's batches already augmented and normalised on the device and times only
-    ``model(x)``, the loss, ``zero_grad(set_to_none=True)``, ``backward()`` and ``step()``, in the engine's
-    memory format and precision (``amp`` as :func:`cnnzoo.train`'s). Engine and bare loop alternate
-    ``repeats`` times; medians are compared.
+    Both sides train a fresh ``model`` from the same seed with the data set's recipe. The engine's figure is
+    its own training time of the epoch (its ``train_images_per_s``: augmentation, metrics, LR schedule,
+    progress bookkeeping included; its per-epoch evaluation and checkpoint excluded) plus the epoch plan it
+    draws before the loop. The bare loop gets the epoch's batches already augmented and normalised on the
+    device and times only the engine's own :func:`~cnnzoo.training.loop.train_step` with the engine's
+    optimizer, memory format, precision and conv gradients (:func:`cnnzoo.policy.speed_plan`). Engine and
+    bare loop alternate ``repeats`` times; medians are compared.
     """
-    import tempfile
-
-    from .registry import create_model, model_info, resolve_name
-    from .training import train
-    from .training.config import recipe_for
-    from .training.engine import amp_dtype as _amp_dtype
-    from .training.engine import epoch_plan, use_channels_last
+    from .registry import model_info, resolve_name
 
     dev = _device(device)
     name = resolve_name(model)
-    recipe = recipe_for(dataset)
-    batch = int(recipe.get("batch_size", 128))
-    lr = float(recipe.get("lr", 0.05))
-    smoothing = float(recipe.get("label_smoothing", 0.0))
     ds = _train_set(dataset, data_dir, subset)
     info = model_info(name)
     size = ds.img_size if info.max_size is None else min(max(ds.img_size, info.min_size), info.max_size)
-    in_chans = ds.in_chans
-    # the engine's device-dependent choices (memory format, autocast dtype), so both sides run the same kernels
-    amp_dtype = _amp_dtype(amp, dev)
-    cl = use_channels_last(name, dev, amp_dtype)
-    prep, pad = _prep_for(ds, dataset, size, in_chans, dev, channels_last=cl)
+    plan = speed_plan(name, dev, amp, warn=False)
+    prep, pad = _prep_for(ds, dataset, size, ds.in_chans, dev, channels_last=plan.channels_last)
     x, y = ds.images.to(dev), ds.labels.to(dev)
-    n = len(ds)
-    steps = n // batch
+    from .training.config import resolve
 
+    cfg = resolve({"model": name, "dataset": dataset, "amp": amp})
+    steps = len(ds) // cfg.batch_size
     t = time.perf_counter()
-    perm, dy, dx, flip = epoch_plan(0, 0, n, pad, ds.hflip, dev)
+    perm, dy, dx, flip = epoch_plan(0, 0, len(ds), pad, ds.hflip, dev)
     _sync(dev)
     plan_s = time.perf_counter() - t
     batches = []
     for i in range(steps):
-        s = slice(i * batch, (i + 1) * batch)
+        s = slice(i * cfg.batch_size, (i + 1) * cfg.batch_size)
         batches.append((prep(x[perm[s]], dy[s], dx[s], flip[s]), y[perm[s]]))
+    eng, bar = [], []
+    with tempfile.TemporaryDirectory(prefix="cnnzoo-bench-") as tmp:
+        for r in range(repeats):  # alternate which goes first
+            run = os.path.join(tmp, f"run{r}")
+            if r % 2:
+                bar.append(_bare_epoch(cfg, plan, ds, batches))
+            eng.append(_engine_epoch(cfg, run, data_dir, dev, subset, steps) + plan_s)
+            if r % 2 == 0:
+                bar.append(_bare_epoch(cfg, plan, ds, batches))
+    e, b = statistics.median(eng), statistics.median(bar)
+    n = steps * cfg.batch_size
+    return {"model": name, "dataset": ds.name, "images": n, "batch_size": cfg.batch_size, "img_size": size,
+            "engine_s": round(e, 4), "bare_s": round(b, 4), "ratio": round(e / b, 4),
+            "engine_s_runs": [round(v, 4) for v in eng], "bare_s_runs": [round(v, 4) for v in bar],
+            "plan_s": round(plan_s, 4), "bare_images_per_s": round(n / b, 1), "engine_images_per_s": round(n / e, 1),
+            "device": str(dev), "threads": torch.get_num_threads()}
 
-    def bare() -> float:
-        torch.manual_seed(0)
-        net = create_model(name, num_classes=ds.num_classes, in_chans=in_chans).to(dev).train()
-        if cl:
-            net = net.to(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-        autocast = (lambda: torch.autocast(dev.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+
+def _engine_epoch(cfg, out: str, data_dir, dev: torch.device, subset: int | None, steps: int) -> float:
+    """Training seconds of one epoch of :func:`cnnzoo.train` (evaluation on a subset, not timed)."""
+    from .training import train
+
+    res = train(cfg=replace(cfg, epochs=1), out=out, data_dir=data_dir, device=str(dev), progress=False,
+                verbose=False, save_every_s=None, train_subset=subset, test_subset=subset)
+    return steps * cfg.batch_size / res.history[0]["train_images_per_s"]
+
+
+def _bare_epoch(cfg, plan, ds: ImageSet, batches: list[tuple[Tensor, Tensor]]) -> float:
+    """Seconds of the engine's steps alone over ``batches``: its model, optimizer, precision, conv gradients."""
+    from .conv_grad import small_map_grads
+    from .registry import create_model
+    from .training.setup import head_param_names, make_optimizer, param_groups
+
+    dev = plan.device
+    torch.manual_seed(cfg.seed)
+    net = create_model(cfg.model, num_classes=ds.num_classes, in_chans=ds.in_chans).to(dev).train()
+    if plan.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    opt = make_optimizer(param_groups(net, cfg, set(head_param_names(net))), cfg, plan)
+    scaler = torch.amp.GradScaler("cuda") if plan.grad_scaler else None
+    with small_map_grads(net, plan.gemm_wgrad):
         _sync(dev)
         t0 = time.perf_counter()
         for xb, yb in batches:
-            with autocast():
-                loss = F.cross_entropy(_first(net(xb)), yb, label_smoothing=smoothing)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
+            train_step(net, opt, xb, yb, plan.autocast, scaler, cfg.label_smoothing, cfg.aux_weight)
         _sync(dev)
         return time.perf_counter() - t0
-
-    def engine(tmp: str, r: int) -> float:
-        res = train(name, dataset, epochs=1, out=os.path.join(tmp, f"run{r}"), data_dir=data_dir,
-                    device=str(dev), progress=False, verbose=False, save_every_s=None, train_subset=subset,
-                    test_subset=subset, amp=amp)  # evaluation is not timed: a subset keeps quick runs quick
-        h = res.history[0]
-        return steps * batch / h["train_images_per_s"] + plan_s
-
-    eng, bar = [], []
-    with tempfile.TemporaryDirectory(prefix="cnnzoo-bench-") as tmp:
-        for r in range(repeats):
-            if r % 2 == 0:
-                eng.append(engine(tmp, r))
-                bar.append(bare())
-            else:
-                bar.append(bare())
-                eng.append(engine(tmp, r))
-    e, b = statistics.median(eng), statistics.median(bar)
-    return {"model": name, "dataset": ds.name, "images": steps * batch, "batch_size": batch, "img_size": size,
-            "engine_s": round(e, 4), "bare_s": round(b, 4), "ratio": round(e / b, 4),
-            "engine_s_runs": [round(v, 4) for v in eng], "bare_s_runs": [round(v, 4) for v in bar],
-            "plan_s": round(plan_s, 4), "bare_images_per_s": round(steps * batch / b, 1),
-            "engine_images_per_s": round(steps * batch / e, 1), "device": str(dev),
-            "threads": torch.get_num_threads()}

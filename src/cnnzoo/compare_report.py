@@ -42,7 +42,7 @@ def _short(v: float) -> str:
     return fmt.human(v).replace(".00", "")
 
 
-def _write_atomic(path: Path, data: str | bytes) -> Path:
+def write_atomic(path: Path, data: str | bytes) -> Path:
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     if isinstance(data, bytes):
         tmp.write_bytes(data)
@@ -96,6 +96,9 @@ def _caption(info: dict) -> str:
              f"batch {rc.get('batch_size')}, {rc.get('optimizer')} lr {rc.get('lr')} {rc.get('schedule')}, "
              f"seed {rc.get('seed')}",
              f"device {info.get('device')}"]
+    if info.get("demo"):
+        demo = ", ".join(f"{k} {v}" for k, v in info["demo"].items())
+        parts.insert(1, f"the demo override of the {info['dataset']} recipe ({demo}; --no-demo for the full recipe)")
     if info.get("total_time_s") is not None:
         parts.append(f"total {info['total_time_s'] / 60:.1f} min")
     return "; ".join(parts)
@@ -132,14 +135,14 @@ def leaderboard_markdown(rows: Sequence[dict], info: dict) -> str:
 def write_tables(rows: Sequence[dict], info: dict, out: Path) -> dict[str, Path]:
     """``leaderboard.md``, ``.csv`` and ``.json`` in ``out``."""
     rows = ranked(rows)
-    paths = {"md": _write_atomic(out / "leaderboard.md", leaderboard_markdown(rows, info))}
+    paths = {"md": write_atomic(out / "leaderboard.md", leaderboard_markdown(rows, info))}
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=ROW_FIELDS, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in rows:
         w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in ROW_FIELDS})
-    paths["csv"] = _write_atomic(out / "leaderboard.csv", buf.getvalue())
-    paths["json"] = _write_atomic(out / "leaderboard.json",
+    paths["csv"] = write_atomic(out / "leaderboard.csv", buf.getvalue())
+    paths["json"] = write_atomic(out / "leaderboard.json",
                                   json.dumps({"info": info, "rows": rows}, indent=1))
     return paths
 
@@ -157,7 +160,7 @@ def _plt():
 def _save_png(fig, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=_DPI)
-    return _write_atomic(path, buf.getvalue())
+    return write_atomic(path, buf.getvalue())
 
 
 def _colours(rows: Sequence[dict]) -> dict[str, tuple]:
@@ -376,4 +379,4 @@ def write_html(rows: Sequence[dict], info: dict, out: Path, images: dict[str, Pa
 <p class="cap">Written by <code>cnnzoo compare</code>, {html.escape(info.get('created', ''))}.</p>
 </body></html>
 """
-    return _write_atomic(out / "report.html", page)
+    return write_atomic(out / "report.html", page)

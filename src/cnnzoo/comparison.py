@@ -19,7 +19,7 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,31 +28,7 @@ import torch
 from . import compare_report as report
 from .errors import CnnzooError
 from .registry import list_models, model_info, resolve_name
-
-# The classic preset follows the course: LeNet-5, AlexNet, VGG, NiN, GoogLeNet, ResNet-18, MobileNetV2, in
-# their small-image (CIFAR) forms where the zoo has one; LeNet-5 and GoogLeNet run at their minimum size.
-# The ImageNet AlexNet and VGG would spend nearly all their time on 4096-wide FC layers fed a 1x1 map
-# blown up by the adaptive pool (VGG-11 at 32 px: 129M parameters, 2.1 s a step here vs 0.4 s for the
-# small-image form), which is why their small-image forms are used.
-PRESETS: dict[str, tuple[str, ...]] = {
-    "classic": ("lenet5", "alexnet_cifar", "vgg11_bn_cifar", "nin_cifar", "googlenet", "resnet18_cifar",
-                "mobilenet_v2_cifar"),
-    "mobile": ("mobilenet_v1_050", "mobilenet_v2_cifar", "mobilenet_v3_small", "efficientnet_b0"),
-}
-ALL_SMALL = "all-small"  # every registered net whose default input is 32x32 or smaller (LeNet, CIFAR forms)
-PRESET_NAMES = (*PRESETS, ALL_SMALL)
-
-# What a comparison on a data set uses for the settings the user leaves unset (over the training recipe).
-# digits: `cnnzoo compare` with no arguments, the README's main job. It must finish in a few minutes on a
-# 2-core CPU with every classic net well above chance, and one recipe must suit them all: AdamW at a
-# moderate LR because the nets without BatchNorm die at higher ones (NiN's ReLU before its global pool,
-# AlexNet; at batch 64 and lr 1e-3 NiN stayed at 14 %); label smoothing keeps NiN's class maps from being
-# pushed below zero. 8 px is the digits' own scan size: the CIFAR-style nets run there (at 16 px they took
-# 61 s more for 0-10 points of accuracy), LeNet-5, VGG and GoogLeNet are raised to their minimum input.
-COMPARE_RECIPES: dict[str, dict] = {
-    "digits": dict(epochs=3, img_size=8, batch_size=32, optimizer="adamw", lr=5e-4, weight_decay=0.05,
-                   label_smoothing=0.1),
-}
+from .training.config import ALL_SMALL, PRESET_NAMES, PRESETS, CompareOptions, TrainConfig, demo_for, resolve
 
 _ROW_FILE = "compare_row.json"
 
@@ -184,7 +160,7 @@ def inference_speed(model: torch.nn.Module, x: torch.Tensor, min_time_s: float =
 def _eval_batch(meta: dict, dataset: str, data_dir, device: torch.device, n: int = 64) -> torch.Tensor:
     """``n`` held-out images prepared as in training (size, normalisation), for the inference timing."""
     from .data import load_dataset
-    from .training.engine import BatchPrep
+    from .training.batches import BatchPrep
 
     size = int(meta["img_size"])
     data = load_dataset(dataset, "test", data_dir, img_size=size if dataset.startswith("folder:") else None)
@@ -207,57 +183,74 @@ def _empty_row(name: str, size: int, note: str, mdir: Path) -> dict:
     return row
 
 
-def _run_one(name: str, size: int, note: str, ctx: dict) -> dict:
-    """Train, evaluate and measure one model; returns its leaderboard row (failures become a row too)."""
-    from .training import evaluate, load_checkpoint, train
+@dataclass
+class CompareJob:
+    """What every model of a comparison shares: the recipe, the options, the data's shape, the folder."""
 
-    mdir: Path = ctx["out"] / "models" / name
+    out: Path
+    cfg: TrainConfig  # the recipe; each model trains with its own ``model`` and ``img_size`` set in
+    opts: CompareOptions
+    dev: torch.device
+    num_classes: int
+    in_chans: int
+    signature: dict  # what a finished row must match for --resume to skip the model
+
+
+def _run_one(name: str, size: int, note: str, job: CompareJob) -> dict:
+    """Train, evaluate and measure one model; returns its leaderboard row (failures become a row too)."""
+    from .training import evaluate, load_checkpoint, train  # deferred: training imports the data sets
+
+    mdir = job.out / "models" / name
     row = _empty_row(name, size, note, mdir)
-    t0 = time.perf_counter()
+    t0, o = time.perf_counter(), job.opts
     try:
-        row.update(_static_facts(name, ctx["num_classes"], ctx["in_chans"], size))
-        res = train(model=name, dataset=ctx["dataset"], epochs=ctx["epochs"], batch_size=ctx["batch_size"],
-                    lr=ctx["lr"], seed=ctx["seed"], img_size=size, out=mdir, resume=ctx["resume"],
-                    overwrite=not ctx["resume"], time_budget_s=ctx["budget_s"], data_dir=ctx["data_dir"],
-                    device=ctx["device"], progress=ctx["progress"], verbose=False, **ctx["train_options"])
+        row.update(_static_facts(name, job.num_classes, job.in_chans, size))
+        res = train(cfg=replace(job.cfg, model=name, img_size=size), out=mdir, resume=o.resume,
+                    overwrite=not o.resume, time_budget_s=o.budget_minutes * 60 if o.budget_minutes else None,
+                    data_dir=o.data_dir, device=o.device, progress=o.progress, verbose=False)
         row.update(train_time_s=round(res.train_time_s, 2), best_epoch=res.best_epoch,
                    train_images_per_s=round(res.train_images_per_s, 1), epochs_run=res.epochs_run,
                    stopped=res.stopped, final_top1=res.final_acc, history=_history(res.history),
                    params=res.params or row["params"], checkpoint=res.checkpoint)
-        ev = evaluate(res.checkpoint, dataset=ctx["dataset"], split="test", data_dir=ctx["data_dir"],
-                      device=ctx["device"], out=mdir)
+        ev = evaluate(res.checkpoint, dataset=job.cfg.dataset, split="test", data_dir=o.data_dir, device=o.device,
+                      out=mdir)
         row.update(top1=ev["top1"], top5=ev["top5"], confusion_png=str(mdir / "confusion.png"))
-        model, meta = load_checkpoint(res.checkpoint, device=ctx["dev"])
-        x = _eval_batch(meta, ctx["dataset"], ctx["data_dir"], ctx["dev"])
+        model, meta = load_checkpoint(res.checkpoint, device=job.dev)
+        x = _eval_batch(meta, job.cfg.dataset, o.data_dir, job.dev)
         row["infer_images_per_s"] = round(inference_speed(model, x), 1)
         row["status"] = "ok"
     except Exception as e:  # too small an input, OOM, NaN loss (NonFiniteLossError), or a bug in one model:
-        if ctx.get("raise_errors"):  # it must not cost the other models' results
+        if o.raise_errors:  # it must not cost the other models' results
             raise
         row["reason"] = _one_line(e)
     if row["status"] != "ok":
-        if row["train_time_s"] is None:
-            row["train_time_s"] = round(time.perf_counter() - t0, 2)
-        hist_file = mdir / "metrics.jsonl"  # the epochs that did finish, for the curves plot
-        if not row["history"] and hist_file.is_file():
-            try:
-                lines = hist_file.read_text().splitlines()
-                row["history"] = _history([json.loads(s) for s in lines if s.strip()])
-            except (OSError, ValueError):
-                pass
-    row["config"] = ctx["signature"]
+        _failed_row_history(row, mdir, t0)
+    row["config"] = job.signature
     mdir.mkdir(parents=True, exist_ok=True)
-    report._write_atomic(mdir / _ROW_FILE, json.dumps(row, indent=1))
+    report.write_atomic(mdir / _ROW_FILE, json.dumps(row, indent=1))
     return row
 
 
-def _finished_row(name: str, ctx: dict) -> dict | None:
+def _failed_row_history(row: dict, mdir: Path, t0: float) -> None:
+    """A failed model's time, and the epochs that did finish (for the curves plot)."""
+    if row["train_time_s"] is None:
+        row["train_time_s"] = round(time.perf_counter() - t0, 2)
+    hist_file = mdir / "metrics.jsonl"
+    if not row["history"] and hist_file.is_file():
+        try:
+            lines = hist_file.read_text().splitlines()
+            row["history"] = _history([json.loads(s) for s in lines if s.strip()])
+        except (OSError, ValueError):
+            pass
+
+
+def _finished_row(name: str, job: CompareJob) -> dict | None:
     """The stored row of a model that already finished with the same settings (for ``--resume``)."""
     try:
-        row = json.loads((ctx["out"] / "models" / name / _ROW_FILE).read_text())
+        row = json.loads((job.out / "models" / name / _ROW_FILE).read_text())
     except (OSError, ValueError):
         return None
-    if row.get("status") == "ok" and row.get("config") == json.loads(json.dumps(ctx["signature"])):
+    if row.get("status") == "ok" and row.get("config") == json.loads(json.dumps(job.signature)):
         return row
     return None
 
@@ -286,127 +279,134 @@ def _check_out(out: Path, dataset: str, resume: bool) -> None:
                           f"pass a writable --out") from e
 
 
-def compare(
-    models: str | list[str] | None = None,
-    preset: str | None = None,
-    dataset: str = "digits",
-    epochs: int | None = None,
-    budget_minutes: float | None = None,
-    img_size: int | None = None,
-    out: str | os.PathLike | None = None,
-    resume: bool = False,
-    data_dir: str | os.PathLike | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    seed: int = 0,
-    device: str | None = None,
-    progress: bool = True,
-    verbose: bool = True,
-    raise_errors: bool = False,
-    **train_options,
-) -> CompareResult:
+def compare(models: str | list[str] | None = None, preset: str | None = None, *, cfg: TrainConfig | None = None,
+            **options) -> CompareResult:
     """Train each model under the same recipe and budget, evaluate on the same held-out split, write a report.
 
     ``models`` (``"a,b,c"`` or a list) or ``preset`` (``classic`` (default), ``mobile``, ``all-small``).
-    Unset settings come from ``COMPARE_RECIPES`` (digits: a short run), then the data set's training recipe.
-    ``budget_minutes``: the same wall-clock budget per model (training stops after the epoch that crosses
-    it). Writes ``leaderboard.md/.csv/.json``, ``accuracy_vs_macs.png``, ``curves.png``, per-model confusion
-    matrices and ``report.html`` to ``out`` (default ``runs/compare-<dataset>``, a fresh folder per run).
-    ``resume=True`` skips models already finished in ``out`` and continues interrupted ones. Extra keyword
-    arguments go to :func:`cnnzoo.train` (``optimizer``, ``schedule``, ``train_subset``, ...);
-    ``raise_errors=True`` re-raises a model's failure instead of recording it (for debugging).
+    ``options``: any :class:`~cnnzoo.training.config.TrainConfig` field but ``model`` (the recipe, as
+    :func:`cnnzoo.train` takes it: unset ones from the data set's recipe, under the short
+    :data:`~cnnzoo.training.config.DEMO` override where the data set has one unless ``demo=False``) and any
+    :class:`~cnnzoo.training.config.CompareOptions` field: ``budget_minutes`` (the same wall-clock budget per
+    model; training stops after the epoch that crosses it), ``out`` (default ``runs/compare-<dataset>``, a
+    fresh folder per run), ``resume`` (skip models already finished in ``out``, continue interrupted ones),
+    ``data_dir``, ``device``, ``progress``, ``verbose``, ``raise_errors`` (re-raise a model's failure instead
+    of recording it). Writes ``leaderboard.md/.csv/.json``, ``accuracy_vs_macs.png``, ``curves.png``,
+    per-model confusion matrices and ``report.html`` to ``out``.
     """
-    from .data import canonical_name, load_dataset
-    from .training.config import build_config
-    from .training.distributed import resolve_device
-
     t_start = time.perf_counter()
     names = resolve_models(models, preset)
-    dataset = canonical_name(dataset)
-    if budget_minutes is not None and not budget_minutes > 0:
-        raise CnnzooError(f"--budget-minutes must be > 0 (got {budget_minutes})")
-    if img_size is not None and int(img_size) < 1:
-        raise CnnzooError(f"--img-size must be >= 1 (got {img_size})")
-    defaults = dict(COMPARE_RECIPES.get(dataset, {}))
-    if train_options.get("optimizer") not in (None, defaults.get("optimizer")):
-        for k in ("optimizer", "lr", "weight_decay"):  # another optimizer: its recipe's LR, not ours
-            defaults.pop(k, None)
-    epochs = defaults.pop("epochs", None) if epochs is None else epochs
-    img_size = defaults.pop("img_size", None) if img_size is None else img_size
-    batch_size = defaults.pop("batch_size", None) if batch_size is None else batch_size
-    lr = defaults.pop("lr", None) if lr is None else lr
-    for k in ("optimizer", "weight_decay", "label_smoothing"):
-        if train_options.get(k) is None and k in defaults:
-            train_options[k] = defaults[k]
-    recipe = build_config({"dataset": dataset, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                           "seed": seed, **train_options}).to_dict()
-    epochs = int(recipe["epochs"])
-    if train_options.get("warmup_epochs") is None:  # short runs: warm up for at most a quarter of the run
-        recipe["warmup_epochs"] = min(float(recipe["warmup_epochs"]), epochs / 4)
-        train_options["warmup_epochs"] = recipe["warmup_epochs"]
-    out = Path(out).expanduser() if out is not None else _default_out(dataset, resume)
-    _check_out(out, dataset, resume)
+    recipe, opts = _compare_options(cfg, options)
+    out = Path(opts.out).expanduser() if opts.out is not None else _default_out(recipe.cfg.dataset, opts.resume)
+    _check_out(out, recipe.cfg.dataset, opts.resume)
+    job, info = _setup(names, None if models else (preset or "classic"), recipe, opts, out)
+    say = print if opts.verbose else (lambda *a, **k: None)
+    epochs = f"{job.cfg.epochs} epoch{'s' if job.cfg.epochs != 1 else ''}"
+    say(f"comparing {len(names)} models on {job.cfg.dataset} ({info['train_images']} train / "
+        f"{info['test_images']} held-out images, {job.num_classes} classes), {epochs} each"
+        + (f", at most {opts.budget_minutes:g} min each" if opts.budget_minutes else "")
+        + (f", demo override of the recipe ({_kv(recipe.demo)}; --no-demo for the full recipe)" if recipe.demo
+           else "") + f", device {job.dev} -> {out}")
+    rows = _run_all(names, info, job, say)
+    info["total_time_s"] = round(time.perf_counter() - t_start, 1)
+    files = _write_outputs(rows, info, out, final=True)
+    return CompareResult(out=out, rows=report.ranked(rows), info=info, files=files)
 
-    folder_size = img_size if dataset.startswith("folder:") else None
-    train_set = load_dataset(dataset, "train", data_dir, img_size=folder_size)
-    test_set = load_dataset(dataset, "test", data_dir, img_size=folder_size)
-    base = int(img_size) if img_size else train_set.img_size
-    dev = resolve_device(device)
-    say = print if verbose else (lambda *a, **k: None)
 
+@dataclass
+class _Recipe:
+    cfg: TrainConfig
+    demo: dict  # the demo layer applied ({} when none)
+
+
+def _kv(d: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in d.items())
+
+
+def _compare_options(cfg: TrainConfig | None, options: dict) -> tuple[_Recipe, CompareOptions]:
+    """The recipe (the train options over the demo layer over the data set's recipe) and compare's options."""
+    from dataclasses import fields
+
+    from .data import canonical_name
+
+    cmp_names = {f.name for f in fields(CompareOptions)}
+    explicit = {**(cfg.to_dict() if cfg is not None else {}), **{k: v for k, v in options.items()
+                                                                if k not in cmp_names and v is not None}}
+    if "model" in explicit and cfg is None:
+        raise CnnzooError("compare takes models=/preset=, not model=")
+    explicit.pop("model", None)
+    explicit["dataset"] = canonical_name(explicit.get("dataset") or TrainConfig.dataset)
+    opts = CompareOptions(**{k: v for k, v in options.items() if k in cmp_names and v is not None})
+    if opts.budget_minutes is not None:
+        opts.budget_minutes = CompareOptions.__dataclass_fields__["budget_minutes"].metadata["range"].check(
+            "budget_minutes", opts.budget_minutes)
+    demo = demo_for(explicit["dataset"], explicit) if opts.demo and cfg is None else {}
+    demo = {k: v for k, v in demo.items() if explicit.get(k) is None}
+    return _Recipe(resolve(explicit, demo=bool(demo)), demo), opts
+
+
+def _setup(names: list[str], preset: str | None, recipe: _Recipe, opts: CompareOptions,
+           out: Path) -> tuple[CompareJob, dict]:
+    """The shared :class:`CompareJob` and the ``info`` block of the leaderboard."""
+    from .data import load_dataset
+    from .training.distributed import resolve_device
+
+    cfg = recipe.cfg
+    folder_size = cfg.img_size if cfg.dataset.startswith("folder:") else None
+    train_set = load_dataset(cfg.dataset, "train", opts.data_dir, img_size=folder_size)
+    test_set = load_dataset(cfg.dataset, "test", opts.data_dir, img_size=folder_size)
+    base = int(cfg.img_size) if cfg.img_size else train_set.img_size
+    dev = resolve_device(opts.device)
     info = {
-        "dataset": dataset, "models": names, "preset": None if models else (preset or "classic"),
+        "dataset": cfg.dataset, "models": names, "preset": preset,
         "img_size": base, "num_classes": train_set.num_classes, "in_chans": train_set.in_chans,
-        "train_images": len(train_set), "test_images": len(test_set), "budget_minutes": budget_minutes,
-        "recipe": {k: recipe[k] for k in ("epochs", "batch_size", "lr", "optimizer", "schedule",
-                                          "warmup_epochs", "weight_decay", "label_smoothing", "seed")},
+        "train_images": len(train_set), "test_images": len(test_set), "budget_minutes": opts.budget_minutes,
+        "recipe": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "optimizer", "schedule",
+                                                "warmup_epochs", "weight_decay", "label_smoothing", "seed")},
+        "demo": recipe.demo or None,
         "device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "total_time_s": None,
     }
-    ctx = {
-        "out": out, "dataset": dataset, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-        "budget_s": budget_minutes * 60 if budget_minutes else None, "resume": resume, "data_dir": data_dir,
-        "device": device, "dev": dev, "progress": progress, "num_classes": train_set.num_classes,
-        "in_chans": train_set.in_chans, "raise_errors": raise_errors, "train_options": train_options,
-        "signature": {"dataset": dataset, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                      "budget_minutes": budget_minutes, "img_size": base, **train_options},
-    }
-    say(f"comparing {len(names)} models on {dataset} ({len(train_set)} train / {len(test_set)} held-out "
-        f"images, {train_set.num_classes} classes), {epochs} epochs each"
-        + (f", at most {budget_minutes:g} min each" if budget_minutes else "") + f", device {dev} -> {out}")
+    signature = {**{k: v for k, v in cfg.to_dict().items() if k != "model"}, "budget_minutes": opts.budget_minutes,
+                 "img_size": base}
+    job = CompareJob(out=out, cfg=cfg, opts=opts, dev=dev, num_classes=train_set.num_classes,
+                     in_chans=train_set.in_chans, signature=signature)
+    return job, info
 
+
+def _run_all(names: list[str], info: dict, job: CompareJob, say) -> list[dict]:
+    """Each model in turn (skipping those already finished with ``resume``); tables written after each."""
     rows: list[dict] = []
     bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    if job.opts.progress:
+        from tqdm.auto import tqdm  # deferred: slow import, progress bars only
 
         bar = tqdm(total=len(names), desc="compare", unit="model", dynamic_ncols=True, file=sys.stderr)
     write = bar.write if bar is not None else say
     try:
         for name in names:
-            size, note = model_size(name, base)
+            size, note = model_size(name, info["img_size"])
             if bar is not None:
                 bar.set_postfix_str(f"{name} @ {size}px")
-            row = _finished_row(name, ctx) if resume else None
+            row = _finished_row(name, job) if job.opts.resume else None
             if row is not None:
                 msg = f"{name:<20} finished earlier: top-1 {100 * row['top1']:.2f}% (--resume: skipped)"
             else:
-                row = _run_one(name, size, note, ctx)
-                msg = (f"{name:<20} top-1 {100 * row['top1']:6.2f}%  ({row['epochs_run']} epochs at "
+                row = _run_one(name, size, note, job)
+                n = row["epochs_run"]
+                msg = (f"{name:<20} top-1 {100 * row['top1']:6.2f}%  ({n} epoch{'' if n == 1 else 's'} at "
                        f"{size}px, {row['train_time_s']:.1f} s)" if row["status"] == "ok"
                        else f"{name:<20} FAILED: {row['reason']}")
-            if verbose:
+            if job.opts.verbose:
                 write(msg)
             rows.append(row)
-            _write_outputs(rows, info, out, final=False)
+            _write_outputs(rows, info, job.out, final=False)
             if bar is not None:
                 bar.update(1)
     finally:
         if bar is not None:
             bar.close()
-    info["total_time_s"] = round(time.perf_counter() - t_start, 1)
-    files = _write_outputs(rows, info, out, final=True)
-    return CompareResult(out=out, rows=report.ranked(rows), info=info, files=files)
+    return rows
 
 
 def _write_outputs(rows: list[dict], info: dict, out: Path, final: bool) -> dict[str, Path]:

@@ -1,13 +1,10 @@
 """Weight gradients of convolutions on small feature maps as one matrix multiply, for CPU training.
 
 oneDNN's weight-gradient kernel for a k x k convolution is slow when the output map is small and the
-channels many: the reduction it runs over (batch x output positions) is short and the weight large. On a
-2-core AVX2 AMD EPYC, torch 2.14, the weight gradient of ResNet-18's 512-channel 3x3 convs at 2x2 (batch 32,
-64x64 input) took 52.8 ms in oneDNN against 10.5 ms as ``unfold`` + one GEMM
-(``benchmarks/conv_weight_grad.py``), and the backward of those three convs was 31.5 % of the whole training
-step (``benchmarks/profile_step.py resnet18``). The same gradient as a GEMM: with ``cols = unfold(x)`` (the
-``C*k*k`` inputs each output position sees) and ``g`` the output gradient, ``dW = g^T @ cols`` over all
-``N * H_out * W_out`` positions at once.
+channels many: the reduction it runs over (batch x output positions) is short and the weight large
+(docs/speed.md has the measurements: ``benchmarks/conv_weight_grad.py``, ``benchmarks/profile_step.py``).
+The same gradient as a GEMM: with ``cols = unfold(x)`` (the ``C*k*k`` inputs each output position sees)
+and ``g`` the output gradient, ``dW = g^T @ cols`` over all ``N * H_out * W_out`` positions at once.
 
 :class:`SmallMapConv2d` computes the forward pass and the input gradient with the usual oneDNN kernels
 (so outputs are bit-identical to ``nn.Conv2d``) and only the weight (and bias) gradient as that GEMM; the
@@ -16,11 +13,10 @@ weight gradient equals oneDNN's to float32 rounding (another summation order). I
 forward otherwise. :func:`small_map_grads` switches the ``nn.Conv2d`` layers of any module to it for the
 duration of a training run and back (same parameters, state-dict keys and hooks).
 
-Where it pays was measured per CPU ISA with ``python benchmarks/conv_weight_grad.py`` (docs/speed.md has the
-figures): on AVX2, for kernels larger than 1x1 with ``H_out * W_out * 32 <= C_in`` and ``C_in >= 64`` (1x1
-maps from 64 input channels, 2x2 from 128, 4x4 from 512, 7x7 from 1568), median 2.5x faster there across
-batch 8-128 and median 0.7x outside. 1x1 convolutions gain less and not consistently, and stay oneDNN's.
-Not measured on other ISAs (AVX-512, ARM), so off there until measured.
+The rule (:func:`gemm_weight_grad`): kernels larger than 1x1 with ``H_out * W_out * 32 <= C_in`` and
+``C_in >= 64`` (1x1 maps from 64 input channels, 2x2 from 128, 4x4 from 512, 7x7 from 1568); 1x1
+convolutions stay oneDNN's. On which CPUs training uses it by default is device policy:
+:func:`cnnzoo.policy.gemm_wgrad_default`.
 """
 
 from __future__ import annotations
@@ -35,12 +31,9 @@ from torch.autograd.function import once_differentiable
 
 from .layers import conv2d_out_hw
 
-__all__ = ["SmallMapConv2d", "count_gemm_convs", "gemm_weight_grad", "small_map_grads", "small_map_grads_default",
-           "to_small_map_grads"]
+__all__ = ["SmallMapConv2d", "count_gemm_convs", "gemm_weight_grad", "small_map_grads", "to_small_map_grads"]
 
-# CPU ISAs (torch.backends.cpu.get_cpu_capability()) where the rule below was measured to pay
-MEASURED_ISAS = frozenset({"AVX2"})
-POSITIONS_PER_CHANNEL = 32  # the GEMM pays when H_out * W_out * 32 <= C_in (AVX2 measurements, see above)
+POSITIONS_PER_CHANNEL = 32  # the GEMM pays when H_out * W_out * 32 <= C_in (docs/speed.md)
 MIN_CHANNELS = 64  # ... and C_in >= 64 (32 input channels at 1x1 was slower at batch 128)
 
 
@@ -49,11 +42,6 @@ def gemm_weight_grad(in_channels: int, kernel_size: tuple[int, int], out_hw: tup
     kh, kw = kernel_size
     return (kh * kw > 1 and in_channels >= MIN_CHANNELS
             and out_hw[0] * out_hw[1] * POSITIONS_PER_CHANNEL <= in_channels)
-
-
-def small_map_grads_default(device: torch.device | str) -> bool:
-    """Whether :func:`small_map_grads` is on by default on ``device``: CPUs of an ISA it was measured on."""
-    return torch.device(device).type == "cpu" and torch.backends.cpu.get_cpu_capability() in MEASURED_ISAS
 
 
 class _ConvGemmWeightGrad(torch.autograd.Function):

@@ -110,7 +110,7 @@ def predict(
     from .data.images import decode_files, match_channels
     from .training import load_checkpoint
     from .training.distributed import resolve_device
-    from .training.engine import BatchPrep
+    from .training.batches import BatchPrep
 
     from .ranges import POSITIVE_INT
 

@@ -8,7 +8,7 @@ any ``nn.Module`` -- a registered name, a module, or ``path/to/file.py:factory``
 
 from __future__ import annotations
 
-from ._common import default_input_size, resolve_model
+from ._common import default_input_size, resolve_model, shape_forward
 from .erf import ERFResult, effective_receptive_field
 from .flops import count_macs, macs_by_module
 from .probe import ProbeResult, rf_probe
@@ -18,5 +18,5 @@ from .summary import Summary, SummaryRow, summary
 __all__ = [
     "summary", "Summary", "SummaryRow", "count_macs", "macs_by_module", "receptive_field", "ReceptiveField",
     "RFInfo", "RFRow", "rf_probe", "ProbeResult", "effective_receptive_field", "ERFResult", "resolve_model",
-    "default_input_size",
+    "default_input_size", "shape_forward",
 ]

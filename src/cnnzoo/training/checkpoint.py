@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CnnzooError
+from .state import RunState
 
 FORMAT_VERSION = 1
 META_KEY = "cnnzoo"
@@ -304,3 +305,32 @@ def unflatten_optimizer(opt: torch.optim.Optimizer, js: dict, tensors: dict[str,
             for k, v in st.items():
                 if isinstance(v, Tensor) and v.shape == p.shape and v.stride() != p.stride():
                     st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+
+# ----------------------------------------------------------------------------------- a run's state
+def save_run(run_dir: str | os.PathLike, name: str, net: nn.Module, meta: dict, state: RunState, config: dict,
+             extra: dict, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None,
+             top1: float | None = None) -> Path:
+    """Write ``run_dir/name`` for a run: weights with ``meta``, and as ``state.json`` / ``state.safetensors``
+    the :class:`RunState`, ``config``, ``extra``, the optimizer, the GradScaler and the RNG states."""
+    opt_js, tensors = flatten_optimizer(opt)
+    tensors["rng.cpu"] = torch.get_rng_state()
+    dev = next((p.device for p in net.parameters()), torch.device("cpu"))
+    if dev.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(dev)
+    st = {**state.to_json(), "config": config, **extra, "optimizer": opt_js,
+          "scaler": scaler.state_dict() if scaler is not None else None}
+    ck_meta = {**meta, "epoch": state.epoch, "epoch_step": state.epoch_step, "step": state.step, "top1": top1}
+    return write_checkpoint(run_dir, name, net.state_dict(), ck_meta, st, tensors)
+
+
+def restore_training(state: dict, tensors: dict[str, Tensor], opt: torch.optim.Optimizer,
+                     scaler: torch.amp.GradScaler | None, device: torch.device) -> None:
+    """Put a saved run's optimizer, GradScaler and RNG states back (:func:`save_run` wrote them)."""
+    unflatten_optimizer(opt, state["optimizer"], tensors)
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    if "rng.cpu" in tensors:
+        torch.set_rng_state(tensors["rng.cpu"])
+    if device.type == "cuda" and "rng.cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)

@@ -13,9 +13,11 @@ from torch import nn
 
 from ..data import ImageSet, canonical_name, load_dataset
 from ..errors import CnnzooError
+from .batches import BatchPrep
 from .checkpoint import find_checkpoint, load_checkpoint
 from .distributed import resolve_device
-from .engine import BatchPrep, _module_in_chans, evaluate_tensors
+from .loop import evaluate_tensors
+from .setup import module_in_chans
 
 
 def evaluate(
@@ -64,7 +66,7 @@ def evaluate(
     if num_classes != data.num_classes:
         raise CnnzooError(f"the model predicts {num_classes} classes but {data.name} has {data.num_classes}: "
                           f"evaluate it on the data set it was trained for ({meta.get('dataset', '?')})")
-    in_chans = int(meta.get("in_chans") or _module_in_chans(model) or data.in_chans)
+    in_chans = int(meta.get("in_chans") or module_in_chans(model) or data.in_chans)
     size = int(img_size or meta.get("img_size") or data.img_size)
     mean = tuple(meta.get("mean") or data.mean)
     std = tuple(meta.get("std") or data.std)

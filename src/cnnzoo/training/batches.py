@@ -1,0 +1,82 @@
+"""Training batches from a uint8 data set on the device: the epoch's plan and the batch preparation.
+
+:func:`epoch_plan` draws an epoch's sample order, crop offsets and flips on the CPU from ``(seed, epoch)``, so
+the same seed gives the same run on any device, in one process or several, and a resumed run continues
+exactly. :class:`BatchPrep` turns a uint8 batch into the model's float input (crop, flip, normalise, resize,
+memory format) with tensor ops on whole batches.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..data import ImageSet
+from ..data.augment import CropFlipTable, crop_flip, normalize
+from ..errors import CnnzooError
+
+TABLE_MAX_BYTES = 2 << 30  # a CropFlipTable up to 2 GiB (CIFAR-10/100: 384 MB, MNIST: 107 MB)
+
+
+class BatchPrep:
+    """uint8 batch -> augmented, normalised float batch at the model's size and channel count."""
+
+    def __init__(self, data: ImageSet, img_size: int, in_chans: int, device: torch.device, pad: int,
+                 hflip: bool, channels_last: bool, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        c = data.in_chans
+        if c != in_chans and not (c == 1 and in_chans == 3):
+            raise CnnzooError(f"the model takes {in_chans}-channel images but {data.name} has {c} channels: "
+                              f"train a model with in_chans={c} or use a {in_chans}-channel data set")
+        self.expand = c == 1 and in_chans == 3  # grey data into an RGB net (e.g. ImageNet weights): repeat
+        self.mean = torch.tensor(mean[:c], dtype=torch.float32, device=device)
+        self.std = torch.tensor(std[:c], dtype=torch.float32, device=device)
+        self.native, self.size, self.pad, self.hflip = data.img_size, img_size, pad, hflip
+        self.channels_last = channels_last
+        self.table: CropFlipTable | None = None
+        self._table_of: Tensor | None = None
+
+    def build_table(self, images: Tensor, max_bytes: int = TABLE_MAX_BYTES) -> bool:
+        """Lay ``images`` out as a :class:`CropFlipTable` for :meth:`sample` if it takes at most ``max_bytes``
+        (the small in-memory data sets; a large memory-mapped folder keeps the per-batch gather)."""
+        if self.pad == 0 and not self.hflip:
+            return False
+        if CropFlipTable.nbytes_for(images, self.pad, self.hflip) > max_bytes:
+            return False
+        self.table, self._table_of = CropFlipTable(images, self.pad, self.hflip), images
+        return True
+
+    def sample(self, images: Tensor, idx: Tensor, dy: Tensor, dx: Tensor, flip: Tensor) -> Tensor:
+        """The training batch ``images[idx]``, cropped, flipped, normalised: from the table when one was built
+        for ``images``, else index + :func:`crop_flip` (the same bytes either way)."""
+        if self.table is not None and images is self._table_of:
+            return self._finish(self.table(idx, dy, dx, flip if self.hflip else None))
+        return self(images.index_select(0, idx), dy, dx, flip)
+
+    def __call__(self, x: Tensor, dy: Tensor | None = None, dx: Tensor | None = None,
+                 flip: Tensor | None = None) -> Tensor:
+        if dy is not None and dx is not None:
+            x = crop_flip(x, dy, dx, flip if self.hflip else None, self.pad)
+        return self._finish(x)
+
+    def _finish(self, x: Tensor) -> Tensor:
+        x = normalize(x, self.mean, self.std)
+        if self.expand:
+            x = x.expand(-1, 3, -1, -1)
+        if self.size != self.native:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                              antialias=self.size < self.native)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+def epoch_plan(seed: int, epoch: int, n: int, pad: int, hflip: bool,
+               device: torch.device) -> tuple[Tensor, ...]:
+    """The epoch's sample order, crop offsets and flips, drawn on the CPU from ``(seed, epoch)``."""
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+    perm = torch.randperm(n, generator=g)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    flip = torch.rand(n, generator=g) < 0.5 if hflip else torch.zeros(n, dtype=torch.bool)
+    return tuple(t.to(device, non_blocking=True) for t in (perm, dy, dx, flip))

@@ -1,0 +1,413 @@
+"""Setting a run up: its folder, the data, the model, the optimizer and the run state, as one :class:`Job`.
+
+:func:`setup` calls the steps in the order that makes a run reproducible and resumable bit for bit: the
+global seed before the model is built, the weights, the optimizer, then the saved optimizer, scaler and RNG
+states of a resumed run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..data import ImageSet, dataset_info, load_dataset
+from ..data.images import RESIZE_POLICY
+from ..errors import CnnzooError
+from ..policy import SpeedPlan, speed_plan
+from . import checkpoint as ck
+from .batches import BatchPrep
+from .config import RunOptions, TrainConfig, warmup_steps
+from .distributed import DistContext
+from .state import RunState
+
+
+@dataclass
+class Job:
+    """Everything a run works with once set up (:func:`setup`); the loop's functions take it."""
+
+    cfg: TrainConfig
+    opts: RunOptions
+    dist: DistContext
+    out_dir: Path
+    say: Callable[..., None]
+    net: nn.Module  # the model
+    model: nn.Module  # what the step calls: ``net`` or its DDP wrapper
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    plan: SpeedPlan
+    prep: BatchPrep
+    xtr: Tensor
+    ytr: Tensor
+    xte: Tensor
+    yte: Tensor
+    pad: int
+    hflip: bool
+    batch: int  # global batch
+    local_batch: int  # this process's share
+    steps_per_epoch: int
+    total_steps: int
+    warmup: int
+    num_classes: int
+    meta: dict  # what every checkpoint's model.safetensors carries (model, classes, size, mean, std ...)
+    extra_state: dict  # what state.json carries besides the run state (head, classes, world size)
+    state: RunState
+    data_counts: tuple[int, int, int]  # train images, held-out images, skipped files
+
+    @property
+    def n_train(self) -> int:
+        return self.xtr.shape[0]
+
+
+# --------------------------------------------------------------------------------------- run folder
+def default_out(cfg: TrainConfig) -> Path:
+    """``runs/MODEL-DATASET``, or ``-2``, ``-3`` ... when that already holds a run."""
+    ds = cfg.dataset
+    if ds.startswith("folder:"):
+        ds = Path(ds[len("folder:"):]).expanduser().resolve().name or "folder"
+    base = Path("runs") / f"{cfg.model or 'model'}-{ds}"
+    out, i = base, 2
+    while ck.find_resume(out) is not None:
+        out, i = base.with_name(f"{base.name}-{i}"), i + 1
+    return out
+
+
+def prepare_out(out: Path) -> None:
+    """Create the run folder and prove it is writable before any training starts."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise CnnzooError(f"cannot write to output directory {str(out)!r} ({e.strerror or e}): "
+                          f"pass a writable --out") from e
+    ck.clean_stale_tmp(out)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def open_run_dir(cfg: TrainConfig, opts: RunOptions, dist: DistContext) -> tuple[Path, Path | None]:
+    """The run folder (made and proven writable) and the checkpoint to resume from, if any.
+
+    A folder holding a run needs ``resume`` (continue) or ``overwrite`` (start again). The run-folder lock
+    (training/rundir.py) belongs here."""
+    out_dir = Path(opts.out).expanduser() if opts.out else default_out(cfg)
+    if dist.rank == 0:
+        prepare_out(out_dir)
+    dist.barrier()
+    existing = ck.find_resume(out_dir)
+    if existing is not None and not opts.resume:
+        if not opts.overwrite:
+            raise CnnzooError(f"{out_dir} already holds a run: pass --resume to continue it, or another --out")
+        dist.barrier()
+        if dist.rank == 0:
+            for name in ("last", "last.old", "best", "best.old"):
+                shutil.rmtree(out_dir / name, ignore_errors=True)
+        dist.barrier()
+        existing = None
+    return out_dir, existing
+
+
+def resumed_config(cfg: TrainConfig, explicit: dict, stored: dict, out_dir: Path) -> TrainConfig:
+    """The stored run's config; the model, data set and weights asked for must match it; ``epochs`` may
+    extend it."""
+    old = TrainConfig.from_dict(stored.get("config", {}))
+    for key in ("model", "dataset", "pretrained"):
+        if explicit.get(key) and explicit[key] != getattr(old, key):
+            raise CnnzooError(f"{out_dir} holds a run with {key}={getattr(old, key)!r}, not "
+                              f"{explicit[key]!r}: drop --resume or pick another --out")
+    if explicit.get("epochs") is not None:
+        old.epochs = int(explicit["epochs"])  # a resumed run may be extended
+    return old
+
+
+# --------------------------------------------------------------------------------------------- data
+def choose_img_size(cfg: TrainConfig, model_name: str | None, native: int) -> int:
+    """``--img-size``, else the data's size moved into the model's accepted range [min_size, max_size]."""
+    if cfg.img_size:
+        return int(cfg.img_size)
+    if not model_name:
+        return native
+    from ..registry import model_info  # deferred: the registry imports every model file
+
+    info = model_info(model_name)
+    size = max(native, info.min_size)
+    return min(size, info.max_size) if info.max_size else size
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a run on ``device`` now: CUDA's free memory, else Linux's MemAvailable (None: unknown)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(model_name: str | None, in_chans: int, size: int, batch: int, device: torch.device,
+                 folder_images: int = 0) -> None:
+    """Refuse, before any decoding or training, a run that cannot fit in memory: a folder decoded at
+    ``size`` (uint8, every image of both splits) or one training batch's activations (the outputs of the
+    net's layers for ``batch`` images at ``size``, from :func:`cnnzoo.summary` on the meta device; backward
+    needs more, so this only stops the runs that surely fail, which would otherwise die to the OOM killer
+    or a CUDA out-of-memory error partway through)."""
+    free = available_memory(device)
+    if not free:
+        return
+    gib = 1 << 30
+    cache = folder_images * in_chans * size * size
+    if cache > free:
+        raise CnnzooError(f"--img-size {size}: the folder's {folder_images:,} images decoded at {size}x{size} take "
+                          f"{cache / gib:.1f} GiB, more than the {free / gib:.1f} GiB free: use a smaller --img-size")
+    if not model_name:
+        return
+    from ..analysis import resolve_model, summary  # deferred: analysis pulls in the tracer and the registry
+
+    try:
+        s = summary(resolve_model(model_name, device="meta", in_chans=in_chans), (in_chans, size, size))
+    except CnnzooError:  # e.g. a size below the net's minimum: the model's own check reports it later
+        return
+    need = batch * (s.activation_bytes + s.input_bytes)
+    if need > free:
+        raise CnnzooError(f"--img-size {size} with --batch-size {batch}: {model_name}'s layer outputs for one "
+                          f"training batch take {need / gib:.1f} GiB, more than the {free / gib:.1f} GiB free on "
+                          f"{device.type}: use a smaller --img-size or --batch-size")
+
+
+def load_data(cfg: TrainConfig, opts: RunOptions, dist: DistContext) -> tuple[ImageSet, ImageSet, int]:
+    """Both splits (seeded subsets if asked) and the size to train at; refuses what cannot fit in memory."""
+    name, dev, progress = cfg.model or None, dist.device, opts.progress and dist.rank == 0
+    local_batch = max(1, cfg.batch_size // dist.world)
+    if cfg.dataset.startswith("folder:"):  # one scan of the folder: its default size, image and class counts
+        info = dataset_info(cfg.dataset, opts.data_dir, img_size=cfg.img_size or None)
+        size = choose_img_size(cfg, name, info.img_size)
+        check_memory(name, cfg.in_chans or info.in_chans, size, local_batch, dev,
+                     folder_images=info.train_size + info.test_size)
+        train_set = load_dataset(cfg.dataset, "train", opts.data_dir, img_size=size, progress=progress)
+        test_set = load_dataset(cfg.dataset, "test", opts.data_dir, img_size=size, progress=progress)
+    else:
+        train_set = load_dataset(cfg.dataset, "train", opts.data_dir)
+        test_set = load_dataset(cfg.dataset, "test", opts.data_dir)
+        size = choose_img_size(cfg, name, train_set.img_size)
+        check_memory(name, cfg.in_chans or train_set.in_chans, size, local_batch, dev)
+    for ds, n in ((train_set, cfg.train_subset), (test_set, cfg.test_subset)):
+        if n and n < len(ds):
+            g = torch.Generator().manual_seed(cfg.seed + (0 if ds is train_set else 1))
+            sub = ds.subset(torch.randperm(len(ds), generator=g)[:n].sort().values)
+            ds.images, ds.labels, ds.paths = sub.images, sub.labels, sub.paths
+    return train_set, test_set, size
+
+
+# -------------------------------------------------------------------------------------------- model
+def first_conv_in_chans(sd: dict[str, Tensor]) -> int | None:
+    """Input channels of a state dict's first 4-D weight (a conv)."""
+    return next((int(v.shape[1]) for v in sd.values() if v.dim() == 4), None)
+
+
+def module_in_chans(net: nn.Module) -> int | None:
+    """Input channels of a net's first conv (None when a Linear comes first)."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            return m.in_channels if isinstance(m, nn.Conv2d) else None
+    return None
+
+
+def head_param_names(net: nn.Module) -> list[str]:
+    """The classifier's parameters: those of the last Linear (or, for all-conv nets like NiN, last Conv)."""
+    last = None
+    for name, m in net.named_modules():
+        if isinstance(m, nn.Linear | nn.Conv2d):
+            last = (name, m)
+    if last is None:
+        return []
+    prefix = f"{last[0]}." if last[0] else ""
+    return [prefix + n for n, _ in last[1].named_parameters()]
+
+
+def make_model(cfg: TrainConfig, module: nn.Module | None, data: ImageSet, stored: dict | None,
+               say: Callable[..., None]) -> tuple[nn.Module, int, list[str]]:
+    """(model, in_chans, head parameter names): the registered net (with ``--pretrained`` weights and a new
+    head), or the user's module; a resumed run keeps its stored channel count and head."""
+    if module is not None:
+        net = module
+        in_chans = cfg.in_chans or module_in_chans(net) or data.in_chans
+        heads = head_param_names(net)
+    else:
+        from ..pretrained import load_pretrained, read_state_dict  # deferred: reads weight files only
+        from ..registry import create_model
+
+        pre_sd = read_state_dict(cfg.pretrained) if cfg.pretrained and stored is None else None
+        in_chans = cfg.in_chans or (first_conv_in_chans(pre_sd) if pre_sd else None) or data.in_chans
+        if stored is not None:
+            in_chans = int(stored.get("in_chans", in_chans))
+        # pretrained="imagenet" (planned) -> create_model(..., pretrained="imagenet") here
+        net = create_model(cfg.model, num_classes=data.num_classes, in_chans=in_chans, **cfg.model_kwargs)
+        # init (planned): apply_init(net, cfg.init) here, before pretrained weights are loaded
+        heads = head_param_names(net)
+        if pre_sd is not None:
+            reset = load_pretrained(net, cfg.pretrained)["reset"]
+            own = dict(net.named_parameters())
+            heads = [k for k in reset if k in own] or heads
+            say(f"fine-tuning from {cfg.pretrained}: new head {', '.join(heads) or '-'}")
+    if stored is not None:
+        heads = stored.get("head_params", heads)
+    return net, in_chans, heads
+
+
+def load_weights(net: nn.Module, ckpt: Path, cfg: TrainConfig, dev: torch.device) -> None:
+    """A resumed run's weights, or a one-line error when the model as built now does not fit them."""
+    weights = ck.read_weights(ckpt)
+    try:
+        net.load_state_dict({k: v.to(dev) for k, v in weights.items()})
+    except RuntimeError as e:  # the model's code changed since, or another architecture
+        first = next((s.strip() for s in str(e).splitlines()[1:] if s.strip()), str(e))
+        raise CnnzooError(f"the checkpoint in {ckpt} does not fit {cfg.model or 'the model'} as built now "
+                          f"({first[:120]}): start a new run with another --out") from e
+
+
+# ---------------------------------------------------------------------------------------- optimizer
+def param_groups(net: nn.Module, cfg: TrainConfig, head: set[str]) -> list[dict]:
+    """Weight decay only on weights of dimension >= 2 (not BN, not biases); when fine-tuning, the backbone
+    learns at ``lr * backbone_lr_scale`` or is frozen."""
+    finetune = bool(cfg.pretrained)
+    buckets: dict[tuple[str, bool], list] = {}
+    for name, p in net.named_parameters():
+        part = "head" if (not finetune or name in head) else "backbone"
+        if part == "backbone" and cfg.freeze_backbone:
+            p.requires_grad_(False)
+            continue
+        if not p.requires_grad:
+            continue
+        buckets.setdefault((part, p.dim() >= 2), []).append(p)
+    groups = []
+    for (part, decay), params in sorted(buckets.items()):
+        lr = cfg.lr * (cfg.backbone_lr_scale if part == "backbone" else 1.0)
+        groups.append({"params": params, "lr": lr, "base_lr": lr,
+                       "weight_decay": cfg.weight_decay if decay else 0.0,
+                       "name": f"{part}{'' if decay else '/no_decay'}"})
+    if not groups:
+        raise CnnzooError("no trainable parameters: --freeze-backbone froze everything (is the head found?)")
+    return groups
+
+
+def make_optimizer(groups: list[dict], cfg: TrainConfig, plan: SpeedPlan) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum or AdamW, torch's fused kernels where the device has them."""
+    fused = True if plan.fused_optimizer else None
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay,
+                                 fused=fused)
+    if plan.grad_scaler:  # fp16: fused SGD takes over the scaler's inf check and still moves momentum on skipped
+        fused = None  # steps (reported for torch 2.11: github.com/LibreYOLO/libreyolo/pull/771); AdamW's honours it
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                           weight_decay=cfg.weight_decay, fused=fused)
+
+
+def wrap_ddp(net: nn.Module, cfg: TrainConfig, dist: DistContext) -> tuple[nn.Module, nn.Module]:
+    """(net, what the step calls): under DDP the DistributedDataParallel wrapper (SyncBatchNorm if asked)."""
+    if dist.world == 1:
+        return net, net
+    cuda = dist.device.type == "cuda"
+    if cfg.sync_bn:
+        if not cuda:  # torch's SyncBatchNorm only runs on GPUs
+            raise CnnzooError("--sync-bn needs CUDA devices (torch's SyncBatchNorm is GPU-only): drop it on CPU")
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    return net, nn.parallel.DistributedDataParallel(net, device_ids=[dist.device.index] if cuda else None)
+
+
+def to_device(t: Tensor, dev: torch.device) -> Tensor:
+    """One copy onto ``dev`` (from pinned memory on CUDA)."""
+    if dev.type == "cuda":
+        t = t.pin_memory()
+    return t.to(dev, non_blocking=True)
+
+
+# ------------------------------------------------------------------------------------------- setup
+def setup(cfg: TrainConfig, opts: RunOptions, dist: DistContext, out_dir: Path,
+          resume: tuple[Path | None, dict | None, dict[str, Tensor]], module: nn.Module | None,
+          say: Callable[..., None]) -> Job:
+    """Data, model, optimizer and run state of a run; ``resume``: (checkpoint folder, its state.json and
+    state tensors) to continue from, or (None, None, {})."""
+    resume_from, stored, tensors = resume
+    torch.manual_seed(cfg.seed)
+    train_set, test_set, size = load_data(cfg, opts, dist)
+    report_data(train_set, test_set, out_dir, dist, say)
+    if stored is not None and int(stored.get("num_classes", train_set.num_classes)) != train_set.num_classes:
+        raise CnnzooError(f"{out_dir} was trained with {stored['num_classes']} classes but {cfg.dataset} now "
+                          f"has {train_set.num_classes}: start a new run with another --out")
+    net, in_chans, heads = make_model(cfg, module, train_set, stored, say)
+    cfg.in_chans = in_chans
+    dev = dist.device
+    plan = speed_plan(cfg.model or None, dev, cfg.amp, cfg.channels_last, cfg.gemm_wgrad, warn=dist.rank == 0)
+    net.to(dev)
+    if plan.channels_last:
+        net.to(memory_format=torch.channels_last)
+    if resume_from is not None:
+        load_weights(net, resume_from, cfg, dev)
+    opt = make_optimizer(param_groups(net, cfg, set(heads)), cfg, plan)
+    scaler = torch.amp.GradScaler("cuda") if plan.grad_scaler else None
+    net, model = wrap_ddp(net, cfg, dist)
+    xtr, ytr = to_device(train_set.images, dev), to_device(train_set.labels, dev)
+    xte, yte = to_device(test_set.images, dev), to_device(test_set.labels, dev)
+    hflip = train_set.hflip if cfg.hflip is None else bool(cfg.hflip)
+    pad = cfg.pad if cfg.pad is not None else max(0, train_set.img_size // 8)
+    prep = BatchPrep(train_set, size, in_chans, dev, pad, hflip, plan.channels_last, train_set.mean, train_set.std)
+    prep.build_table(xtr)
+    if module is None:
+        check_forward(net, prep, xtr, cfg.model)
+    n = len(train_set)
+    batch = min(cfg.batch_size, n)
+    if batch % dist.world:
+        raise CnnzooError(f"batch size {batch} does not split over {dist.world} processes: use a multiple of "
+                          f"{dist.world}")
+    spe = n // batch  # drop the last partial batch: every step has the same size (and the same on every rank)
+    state = RunState()
+    if stored is not None:
+        state = RunState.from_json(stored)
+        ck.restore_training(stored, tensors, opt, scaler, dev)
+    meta = {"model": cfg.model or None, "model_kwargs": cfg.model_kwargs, "num_classes": train_set.num_classes,
+            "in_chans": in_chans, "img_size": size, "mean": list(train_set.mean), "std": list(train_set.std),
+            "classes": list(train_set.classes), "dataset": cfg.dataset, "resize": RESIZE_POLICY,
+            "data_img_size": train_set.img_size, "data_in_chans": train_set.in_chans,
+            "params": sum(p.numel() for p in net.parameters())}
+    extra = {"head_params": heads, "num_classes": train_set.num_classes, "in_chans": in_chans,
+             "world_size": dist.world}
+    return Job(cfg=cfg, opts=opts, dist=dist, out_dir=out_dir, say=say, net=net, model=model, opt=opt,
+               scaler=scaler, plan=plan, prep=prep, xtr=xtr, ytr=ytr, xte=xte, yte=yte, pad=pad, hflip=hflip,
+               batch=batch, local_batch=batch // dist.world, steps_per_epoch=spe, total_steps=spe * cfg.epochs,
+               warmup=warmup_steps(cfg, spe), num_classes=train_set.num_classes, meta=meta, extra_state=extra,
+               state=state, data_counts=(len(train_set), len(test_set), len(train_set.skipped + test_set.skipped)))
+
+
+def report_data(train_set: ImageSet, test_set: ImageSet, out_dir: Path, dist: DistContext,
+                say: Callable[..., None]) -> None:
+    """The data sets' own reports (skipped files ...), and ``skipped_images.txt`` when files were skipped."""
+    for ds in (train_set, test_set):
+        if ds.report():
+            say(ds.report())
+    skipped = train_set.skipped + test_set.skipped
+    if skipped and dist.rank == 0:
+        write_text_atomic(out_dir / "skipped_images.txt", "".join(f"{p}\t{why}\n" for p, why in skipped))
+
+
+def check_forward(net: nn.Module, prep: BatchPrep, xtr: Tensor, name: str) -> None:
+    """A bad size fails here with the model's own message, before any epoch."""
+    from ..registry import model_info
+
+    model_info(name)
+    with torch.no_grad():
+        net.eval()
+        net(prep(xtr[:2]))
