@@ -9,6 +9,10 @@ the clock adds the pieces up.
     python benchmarks/train_accuracy.py                      # every row
     python benchmarks/train_accuracy.py --rows lenet5-mnist  # one row
     python benchmarks/train_accuracy.py --list
+    python benchmarks/train_accuracy.py --rows ichallenge-alexnet,ichallenge-googlenet  # from the repo root
+
+The iChallenge-PM rows read ``../shared/data/ichallenge-pm`` relative to the working directory: run them
+from the project's root.
 
 Results go to ``OUT/results.json`` (one entry per row) and a Markdown table on stdout.
 """
