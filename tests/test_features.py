@@ -243,12 +243,27 @@ def test_feature_maps_equal_timms(ours):
     assert feats.feature_info.channels() == theirs.feature_info.channels()
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_features_only_on_every_net(name):
+    """Meta device: the maps have feature_info's shapes, for all stages and for the first one alone (the
+    layers after it are identities then, without weights)."""
+    info = cnnzoo.model_info(name)
+    x = torch.empty(2, info.in_chans, *info.input_size[1:], device="meta")
+    feats = _meta(name, features_only=True).eval()
+    assert [tuple(m.shape) for m in feats(x)] == [(2, s["num_chs"], *s["size"]) for s in feats.feature_info]
+    first = _meta(name, features_only=True, out_indices=(0,)).eval()
+    assert [tuple(m.shape) for m in first(x)] == [(2, first.feature_info[0]["num_chs"], *first.feature_info[0]["size"])]
+    assert sum(p.numel() for p in first.parameters()) < sum(p.numel() for p in feats.parameters())
+
+
 def test_features_only_keys_and_load_pretrained(tmp_path):
     full = cnnzoo.create_model("resnet18_cifar").eval()
     path = tmp_path / "full.pt"
     torch.save(full.state_dict(), path)
     feats = cnnzoo.create_model("resnet18_cifar", features_only=True)
     assert set(feats.state_dict()) == {k for k in full.state_dict() if not k.startswith("fc.")}
+    assert not any(k.startswith("layer3.") for k in _meta("resnet18", features_only=True, out_indices=(0, 2))
+                   .state_dict())  # truncated after layer2, as timm's
     assert load_pretrained(feats, path)["unexpected"] == []  # strict: the head's keys are the net's, dropped
     feats.eval()
     x = torch.randn(2, 3, 32, 32)

@@ -152,13 +152,30 @@ class _Tap:
         self.store[self.name] = out
 
 
+def _prune_after(model: nn.Module, last: str, head: Sequence[str]) -> list[str]:
+    """Replace the siblings that run after the module ``last`` by identities; their dotted names."""
+    parent_name, _, child = last.rpartition(".")
+    parent = model.get_submodule(parent_name)
+    if parent_name and not isinstance(parent, nn.Sequential):
+        return []
+    names = [n for n, _ in parent.named_children()]
+    pruned = []
+    for n in names[names.index(child) + 1:]:
+        full = f"{parent_name}.{n}" if parent_name else n
+        if full not in head and not isinstance(parent.get_submodule(n), nn.Identity):
+            setattr(parent, n, nn.Identity())
+            pruned.append(full)
+    return pruned
+
+
 class FeatureNet(nn.Module):
     """A net that returns the feature maps of the stages ``out_indices`` as a list (timm's ``features_only``).
 
     The net's modules, less its head (``head_modules()`` and the classifier), are registered here under their
-    own names; the net's ``forward_features`` runs them and forward hooks take the stage outputs. Stages
-    after the last one asked for still run (the hooks cannot stop the forward). ``feature_info`` lists the
-    stages returned.
+    own names; the net's ``forward_features`` runs them and forward hooks take the stage outputs. What runs
+    after the last stage asked for (the next siblings in its ``Sequential``, or on the net itself, whose
+    ``forward_features`` is a chain of its children in every family) becomes an identity, as timm truncates
+    its features-only nets: no work and no weights for it. ``feature_info`` lists the stages returned.
     """
 
     def __init__(self, model: nn.Module, out_indices: int | Sequence[int] | None = None,
@@ -167,8 +184,9 @@ class FeatureNet(nn.Module):
         info = feature_info(model, input_size, name)
         indices = take_indices(out_indices, len(info), info.model)
         self.feature_info, self.out_indices = info.select(indices), indices
-        self._dropped = (*model.head_modules(), model.classifier_name)
+        head = (*model.head_modules(), model.classifier_name)
         model.reset_classifier(0)
+        self._dropped = (*head, *_prune_after(model, self.feature_info.module_name()[-1], head))
         for name, child in model.named_children():
             if name not in self._dropped:
                 self.add_module(name, child)
@@ -194,7 +212,8 @@ class FeatureNet(nn.Module):
         return self
 
     def convert_state_dict(self, sd: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The net's own key mapping, then the head's keys dropped: a full checkpoint loads strictly."""
+        """The net's own key mapping, then the keys of the head (and of the layers after the last stage)
+        dropped: a full checkpoint loads strictly."""
         convert = getattr(self._net[0], "convert_state_dict", None)
         if callable(convert):
             sd = convert(sd)
