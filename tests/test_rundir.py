@@ -150,13 +150,15 @@ PLANS = [
     ((), False, False, "fresh", ""),
     ((), True, False, "fresh", "nothing to resume in"),
     (("last", "best", "metrics.jsonl"), True, False, "last", ""),
-    (("last", "best"), False, False, "error", "already holds a run (last, best)"),
+    (("last", "best"), False, False, "error",
+     "already holds a run: pass --resume to continue it, --overwrite to replace it, or another --out (it has last, "
+     "best)"),
     (("last", "best"), False, True, "fresh", "replacing the run"),
     (("best", "metrics.jsonl"), True, False, "error", "no last/ checkpoint, but holds an earlier run's best, "
                                                      "metrics.jsonl"),
     (("best", "metrics.jsonl"), True, True, "fresh", "nothing to resume in"),
-    (("metrics.jsonl",), False, False, "error", "already holds a run (metrics.jsonl)"),
-    (("result.json",), False, False, "error", "already holds a run (result.json)"),
+    (("metrics.jsonl",), False, False, "error", "(it has metrics.jsonl)"),
+    (("result.json",), False, False, "error", "(it has result.json)"),
 ]
 
 
@@ -173,3 +175,70 @@ def test_plan_run_dir(tmp_path, held, resume, overwrite, expect, words):
     assert words in plan.note
     if overwrite:
         assert set(plan.replace) == set(held)
+
+
+# ---------------------------------------------------------------- wired into train and compare (the CLI)
+def _cli(argv: list[str]) -> int:
+    from cnnzoo.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+TRAIN = ["train", "--model", "lenet5", "--dataset", "digits", "--batch-size", "16", "--no-progress"]
+
+
+def test_second_train_on_the_same_folder_is_refused_and_a_killed_runs_lock_is_taken_over(tmp_path, capsys):
+    run = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "cnnzoo", *TRAIN, "--epochs", "50", "--out", str(run)],
+                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (run / LOCK_NAME).exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, first.communicate()
+        for extra in ([], ["--resume"], ["--overwrite"]):  # none of them may touch a live run's folder
+            assert _cli([*TRAIN, "--max-steps", "1", "--out", str(run), *extra]) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and f"is in use by another run (pid {first.pid} on" in err, err
+    finally:
+        first.kill()
+        first.communicate()
+    # the killed run left its lock behind: stale, taken over by the next run on the folder
+    assert (run / LOCK_NAME).exists()
+    assert _cli([*TRAIN, "--max-steps", "1", "--out", str(run), "--resume"]) == 0
+    assert not (run / LOCK_NAME).exists()  # released when the run ended
+    capsys.readouterr()
+
+
+def test_train_refuses_an_empty_out_and_resume_never_replaces_earlier_results(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    assert _cli([*TRAIN, "--max-steps", "1", "--out", ""]) == 2
+    assert "--out is empty" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+    run = tmp_path / "run"
+    assert _cli([*TRAIN, "--max-steps", "1", "--epochs", "1", "--out", str(run)]) == 0
+    shutil.rmtree(run / "last")  # an earlier run's best/ and metrics.jsonl, nothing to resume from
+    before = {n: (run / n).stat().st_mtime_ns for n in ("best", "metrics.jsonl")}
+    for extra in (["--resume"], []):
+        assert _cli([*TRAIN, "--max-steps", "1", "--out", str(run), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "best, metrics.jsonl" in err, err
+    assert {n: (run / n).stat().st_mtime_ns for n in before} == before
+    assert not (run / LOCK_NAME).exists()  # a refused run releases the lock too
+    # --resume on an empty folder starts a new run and says so
+    assert _cli([*TRAIN, "--max-steps", "1", "--out", str(tmp_path / "new"), "--resume"]) == 0
+    assert f"nothing to resume in {tmp_path / 'new'}: starting a new run there" in capsys.readouterr().out
+
+
+def test_compare_on_a_folder_in_use_is_refused(tmp_path, capsys):
+    with RunLock(tmp_path / "cmp"):
+        assert _cli(["compare", "--models", "lenet5", "--dataset", "digits", "--out", str(tmp_path / "cmp")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"is in use by another run (pid {os.getpid()}" in err, err
+    assert _cli(["compare", "--models", "lenet5", "--out", ""]) == 2
+    assert "--out is empty" in capsys.readouterr().err

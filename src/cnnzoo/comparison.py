@@ -29,6 +29,7 @@ from . import compare_report as report
 from .errors import CnnzooError
 from .registry import list_models, model_info, resolve_name
 from .training.config import ALL_SMALL, PRESET_NAMES, PRESETS, CompareOptions, TrainConfig, demo_for, resolve
+from .training.rundir import RunLock, check_out_arg
 
 _ROW_FILE = "compare_row.json"
 
@@ -297,19 +298,20 @@ def compare(models: str | list[str] | None = None, preset: str | None = None, *,
     t_start = time.perf_counter()
     names = resolve_models(models, preset)
     recipe, opts = _compare_options(cfg, options)
-    out = Path(opts.out).expanduser() if opts.out is not None else _default_out(recipe.cfg.dataset, opts.resume)
-    _check_out(out, recipe.cfg.dataset, opts.resume)
-    job, info = _setup(names, None if models else (preset or "classic"), recipe, opts, out)
-    say = print if opts.verbose else (lambda *a, **k: None)
-    epochs = f"{job.cfg.epochs} epoch{'s' if job.cfg.epochs != 1 else ''}"
-    say(f"comparing {len(names)} models on {job.cfg.dataset} ({info['train_images']} train / "
-        f"{info['test_images']} held-out images, {job.num_classes} classes), {epochs} each"
-        + (f", at most {opts.budget_minutes:g} min each" if opts.budget_minutes else "")
-        + (f", demo override of the recipe ({_kv(recipe.demo)}; --no-demo for the full recipe)" if recipe.demo
-           else "") + f", device {job.dev} -> {out}")
-    rows = _run_all(names, info, job, say)
-    info["total_time_s"] = round(time.perf_counter() - t_start, 1)
-    files = _write_outputs(rows, info, out, final=True)
+    out = check_out_arg(opts.out) or _default_out(recipe.cfg.dataset, opts.resume)
+    with RunLock(out, what="compare"):  # one comparison per folder: a second one stops naming the first's pid
+        _check_out(out, recipe.cfg.dataset, opts.resume)
+        job, info = _setup(names, None if models else (preset or "classic"), recipe, opts, out)
+        say = print if opts.verbose else (lambda *a, **k: None)
+        epochs = f"{job.cfg.epochs} epoch{'s' if job.cfg.epochs != 1 else ''}"
+        say(f"comparing {len(names)} models on {job.cfg.dataset} ({info['train_images']} train / "
+            f"{info['test_images']} held-out images, {job.num_classes} classes), {epochs} each"
+            + (f", at most {opts.budget_minutes:g} min each" if opts.budget_minutes else "")
+            + (f", demo override of the recipe ({_kv(recipe.demo)}; --no-demo for the full recipe)" if recipe.demo
+               else "") + f", device {job.dev} -> {out}")
+        rows = _run_all(names, info, job, say)
+        info["total_time_s"] = round(time.perf_counter() - t_start, 1)
+        files = _write_outputs(rows, info, out, final=True)
     return CompareResult(out=out, rows=report.ranked(rows), info=info, files=files)
 
 

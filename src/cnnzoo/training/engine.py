@@ -77,14 +77,18 @@ def train(model: str | nn.Module | None = None, dataset: str | None = None, *, c
     opts = run_options(run_opts)
     dist = setup_distributed(opts.device)
     say = print if (opts.verbose and dist.rank == 0) else (lambda *a, **k: None)
-    out_dir, resume_from = open_run_dir(config, opts, dist)
-    stored, tensors = ck.read_state(resume_from) if resume_from is not None else (None, {})
-    if stored is not None:
-        config = resumed_config(config, explicit, stored, out_dir)
-        say(f"resuming {out_dir} from epoch {stored['epoch']} step {stored['step']}")
-    job = setup(config, opts, dist, out_dir, (resume_from, stored, tensors), module, say)
-    job.state.started = t0
-    result = run_epochs(job)
+    out_dir, resume_from, lock = open_run_dir(config, opts, dist, say)
+    try:  # the run folder is this run's until it ends, however it ends (issue 19)
+        stored, tensors = ck.read_state(resume_from) if resume_from is not None else (None, {})
+        if stored is not None:
+            config = resumed_config(config, explicit, stored, out_dir)
+            say(f"resuming {out_dir} from epoch {stored['epoch']} step {stored['step']}")
+        job = setup(config, opts, dist, out_dir, (resume_from, stored, tensors), module, say)
+        job.state.started = t0
+        result = run_epochs(job)
+    finally:
+        if lock is not None:
+            lock.release()
     dist.close()
     return result
 

@@ -256,8 +256,8 @@ def plan_run_dir(run_dir: str | os.PathLike, resume: bool, overwrite: bool) -> R
     if last is not None or results:
         found = (["last"] if last is not None else []) + results
         if not overwrite:
-            raise CnnzooError(f"{run_dir} already holds a run ({', '.join(found)}): pass --resume to continue it, "
-                              f"--overwrite to replace it, or another --out")
+            raise CnnzooError(f"{run_dir} already holds a run: pass --resume to continue it, --overwrite to replace "
+                              f"it, or another --out (it has {', '.join(found)})")
         names = ("last", "last.old", *RESULT_NAMES)
         return RunPlan(resume_from=None, replace=tuple(n for n in names if (run_dir / n).exists()),
                        note=f"replacing the run in {run_dir} (--overwrite)")

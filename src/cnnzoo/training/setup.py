@@ -24,6 +24,7 @@ from . import checkpoint as ck
 from .batches import BatchPrep
 from .config import RunOptions, TrainConfig, warmup_steps
 from .distributed import DistContext
+from .rundir import LOCK_NAME, RunLock, check_out_arg, earlier_results, plan_run_dir
 from .state import RunState
 
 
@@ -72,8 +73,8 @@ def default_out(cfg: TrainConfig) -> Path:
         ds = Path(ds[len("folder:"):]).expanduser().resolve().name or "folder"
     base = Path("runs") / f"{cfg.model or 'model'}-{ds}"
     out, i = base, 2
-    while ck.find_resume(out) is not None:
-        out, i = base.with_name(f"{base.name}-{i}"), i + 1
+    while ck.find_resume(out) is not None or earlier_results(out) or (out / LOCK_NAME).exists():
+        out, i = base.with_name(f"{base.name}-{i}"), i + 1  # another run's folder, or one in use
     return out
 
 
@@ -96,26 +97,34 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def open_run_dir(cfg: TrainConfig, opts: RunOptions, dist: DistContext) -> tuple[Path, Path | None]:
-    """The run folder (made and proven writable) and the checkpoint to resume from, if any.
+def open_run_dir(cfg: TrainConfig, opts: RunOptions, dist: DistContext,
+                 say: Callable[[str], None] = lambda s: None) -> tuple[Path, Path | None, RunLock | None]:
+    """The run folder (locked, made and proven writable), the checkpoint to resume from, if any, and the lock,
+    which the caller releases when the run ends (rank 0 holds it; training/rundir.py).
 
-    A folder holding a run needs ``resume`` (continue) or ``overwrite`` (start again). The run-folder lock
-    (training/rundir.py) belongs here."""
-    out_dir = Path(opts.out).expanduser() if opts.out else default_out(cfg)
-    if dist.rank == 0:
-        prepare_out(out_dir)
-    dist.barrier()
-    existing = ck.find_resume(out_dir)
-    if existing is not None and not opts.resume:
-        if not opts.overwrite:
-            raise CnnzooError(f"{out_dir} already holds a run: pass --resume to continue it, or another --out")
+    A second run on the same folder stops in one line naming the first's pid. A folder holding a run needs
+    ``resume`` (continue) or ``overwrite`` (start again); ``resume`` with nothing to resume from starts a new
+    run and says so, but never over an earlier run's best/ or metrics.jsonl (``plan_run_dir``)."""
+    out_dir = check_out_arg(opts.out) or default_out(cfg)
+    lock = RunLock(out_dir).acquire() if dist.rank == 0 else None  # before prepare_out cleans .tmp-* there
+    try:
+        if dist.rank == 0:
+            prepare_out(out_dir)
+        dist.barrier()
+        plan = plan_run_dir(out_dir, opts.resume, opts.overwrite)
         dist.barrier()
         if dist.rank == 0:
-            for name in ("last", "last.old", "best", "best.old"):
-                shutil.rmtree(out_dir / name, ignore_errors=True)
+            for name in plan.replace:
+                p = out_dir / name
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         dist.barrier()
-        existing = None
-    return out_dir, existing
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    if plan.note:
+        say(plan.note)
+    return out_dir, plan.resume_from, lock
 
 
 def resumed_config(cfg: TrainConfig, explicit: dict, stored: dict, out_dir: Path) -> TrainConfig:
