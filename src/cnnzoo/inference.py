@@ -108,11 +108,10 @@ def predict(
     """
     from .data import ImageSet
     from .data.images import decode_files, match_channels
-    from .training import load_checkpoint
-    from .training.distributed import resolve_device
-    from .training.batches import BatchPrep
-
     from .ranges import POSITIVE_INT
+    from .training import load_checkpoint
+    from .training.batches import BatchPrep
+    from .training.distributed import resolve_device
 
     topk = POSITIVE_INT.check("topk (--topk)", topk)
     batch_size = POSITIVE_INT.check("batch_size (--batch-size)", batch_size)
