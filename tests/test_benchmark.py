@@ -16,7 +16,6 @@ import cnnzoo
 from cnnzoo.analysis import count_macs
 from cnnzoo.benchmarking import (
     TIMM_NAMES,
-    _prepare,
     benchmark,
     gemm_peak_gflops,
     loop_overhead,
@@ -24,6 +23,7 @@ from cnnzoo.benchmarking import (
     pipeline_throughput,
     reference_model,
 )
+from cnnzoo.benchmarking.core import _prepare
 from cnnzoo.cli import main
 from cnnzoo.errors import CnnzooError
 from cnnzoo.policy import channels_last_default

@@ -102,3 +102,10 @@ def test_run_and_compare_options_are_declared_once():
     for name in shared:
         a, b = RunOptions.__dataclass_fields__[name], CompareOptions.__dataclass_fields__[name]
         assert a.metadata == b.metadata and a.default == b.default
+
+
+def test_init_choices_are_the_schemes():
+    from cnnzoo.training.config import INIT_NAMES
+    from cnnzoo.training.init_schemes import init_names
+
+    assert tuple(init_names()) == INIT_NAMES

@@ -325,3 +325,15 @@ def test_tensor_data_set_is_resized_per_batch_to_the_model_size(tmp_path):
     meta = read_meta(tmp_path / "r32")
     assert (r.img_size, meta["img_size"], meta["data_img_size"], meta["data_in_chans"]) == (32, 32, 28, 1)
     assert r.steps == 4 and r.extra["train_images"] == 256
+
+
+def test_init_scheme_is_applied_and_saved(tmp_path, monkeypatch):
+    from cnnzoo.training import setup
+
+    seen = []
+    monkeypatch.setattr(setup, "apply_init", lambda net, scheme: seen.append(scheme))
+    r = train(SmallNet(), "digits", init="Xavier", epochs=1, batch_size=64, train_subset=64, test_subset=64,
+              out=tmp_path / "i", **QUIET)
+    assert seen == ["xavier"] and r.config["init"] == "xavier"
+    with pytest.raises(CnnzooError, match="unknown init 'he'"):
+        train(SmallNet(), "digits", init="he", out=tmp_path / "j", **QUIET)

@@ -19,7 +19,7 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,7 +27,7 @@ import torch
 
 from . import compare_report as report
 from .errors import CnnzooError
-from .registry import list_models, model_info, resolve_name
+from .registry import create_model, list_models, model_info, resolve_name
 from .training.config import ALL_SMALL, PRESET_NAMES, PRESETS, CompareOptions, TrainConfig, demo_for, resolve
 from .training.rundir import RunLock, check_out_arg
 
@@ -108,13 +108,7 @@ def _one_line(e: BaseException) -> str:
 
 def _static_facts(name: str, num_classes: int, in_chans: int, size: int) -> dict:
     """Params, MACs and receptive field at the size trained (computed on the meta device: no arithmetic)."""
-    from .registry import create_model
-
-    try:
-        from .analysis import count_macs, receptive_field
-    except ImportError:  # the analysis package without its re-exports
-        from .analysis.flops import count_macs
-        from .analysis.receptive_field import receptive_field
+    from .analysis import count_macs, receptive_field  # deferred: the tracer is only needed here
 
     facts: dict = {"params": None, "macs": None, "rf": None}
     try:
@@ -327,9 +321,7 @@ def _kv(d: dict) -> str:
 
 def _compare_options(cfg: TrainConfig | None, options: dict) -> tuple[_Recipe, CompareOptions]:
     """The recipe (the train options over the demo layer over the data set's recipe) and compare's options."""
-    from dataclasses import fields
-
-    from .data import canonical_name
+    from .data import canonical_name  # deferred: the data package imports the data set readers
 
     cmp_names = {f.name for f in fields(CompareOptions)}
     explicit = {**(cfg.to_dict() if cfg is not None else {}), **{k: v for k, v in options.items()

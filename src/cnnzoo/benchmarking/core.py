@@ -28,36 +28,24 @@ its highest point above what was held before it (activations, gradients, workspa
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import importlib.metadata
 import math
-import os
-import platform
 import statistics
 import sys
-import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from . import fmt
-from .errors import CnnzooError
-from .policy import channels_last_default, fused_optimizer_ok, gemm_wgrad_default, speed_plan
-from .training.batches import BatchPrep, epoch_plan
-from .training.loop import logits_of, train_step
+from ..errors import CnnzooError
+from ..policy import channels_last_default, fused_optimizer_ok, gemm_wgrad_default
+from ..training.loop import logits_of, train_step
+from .machine import bench_device, machine_info, step_memory_mb, sync
+from .results import BenchmarkReport, BenchResult, SideResult, Variant
 
-if TYPE_CHECKING:
-    from .data import ImageSet
-
-__all__ = ["benchmark", "BenchmarkReport", "BenchResult", "BenchSettings", "SideResult", "Variant",
-           "gemm_peak_gflops", "reference_model", "paired_ratio", "loop_overhead", "pipeline_throughput",
-           "REFERENCE_NAMES"]
+__all__ = ["MODES", "REFERENCE_NAMES", "TIMM_NAMES", "BenchSettings", "benchmark", "reference_model"]
 
 MODES = ("train", "infer")
 
@@ -77,300 +65,11 @@ TIMM_NAMES: dict[str, str] = {
 }
 REFERENCE_NAMES = ("torchvision", "timm")
 
-# ------------------------------------------------------------------------------------------ results
-@dataclass
-class SideResult:
-    """One net's figures in one mode (ours, or the reference built by torchvision/timm)."""
-
-    impl: str  # "cnnzoo" | "torchvision" | "timm"
-    name: str  # the constructor's name in that library
-    images_per_s: float
-    latency_ms: float  # median time of one batch
-    latency_ms_runs: list[float]  # every timed run (each the mean over ``inner`` batches)
-    inner: int  # batches per timed run (several for very fast nets, so a run is long enough to time)
-    peak_mem_mb: float | None
-    gflops: float  # achieved GFLOP/s (see the module docstring for the convention)
-    peak_fraction: float | None  # gflops / measured float32 GEMM peak
-    channels_last: bool
-    fused: bool
-    compiled: bool
-    amp: bool
-    fused_opt: bool = False  # training step with torch's fused SGD kernel
-    gemm_wgrad: int = 0  # training: convs whose weight gradient ran as one GEMM (cnnzoo.conv_grad)
-    max_abs_diff: float | None = None  # fast path vs plain path on the same input (None: no fast path used)
-    max_rel_diff: float | None = None  # the same, divided by the plain output's largest magnitude
-    compile_s: float | None = None
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One more net to time interleaved with ours, to separate the effect of each fast path (e.g. the
-    reference fused but contiguous). ``impl``: ``"ref"`` (the ``vs`` library's net) or ``"cnnzoo"``."""
-
-    label: str
-    impl: str = "ref"
-    channels_last: bool = False
-    fuse: bool = False
-    fuse_act: bool = True  # with fuse on a CPU: also cnnzoo.fuse_activations (False: BatchNorm folding only)
-    fused_opt: bool = False  # training: torch's fused SGD kernel (what cnnzoo.train uses) instead of the default
-    gemm_wgrad: bool = False  # training: small-map weight gradients as one GEMM (cnnzoo.conv_grad)
-    amp: bool | None = None  # bf16 autocast; None: as the benchmark's ``amp``
-
-
-@dataclass
-class BenchResult:
-    """One (model, mode): our figures, the reference's, and the ratio ours / theirs in images per second."""
-
-    model: str
-    mode: str
-    batch_size: int
-    img_size: int
-    in_chans: int
-    device: str
-    macs_per_image: int
-    flops_per_image: int  # 2 x MACs (inference) or 6 x MACs (training step)
-    ours: SideResult
-    theirs: SideResult | None = None  # the reference as its users run it (contiguous, unfused)
-    theirs_same: SideResult | None = None  # the reference with our fast paths applied (like for like)
-    extra: dict[str, SideResult] = field(default_factory=dict)  # the ``extra`` variants, by label
-
-    @property
-    def ratio(self) -> float | None:
-        """Ours / theirs in images per second, paired by round (see :func:`paired_ratio`)."""
-        return paired_ratio(self.ours, self.theirs) if self.theirs else None
-
-    @property
-    def ratio_same(self) -> float | None:
-        return paired_ratio(self.ours, self.theirs_same) if self.theirs_same else None
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["ratio"], d["ratio_same"] = self.ratio, self.ratio_same
-        return d
-
-
-def paired_ratio(a: SideResult | dict, b: SideResult | dict) -> float:
-    """How many times faster ``a`` ran than ``b``: the median over rounds of b's time / a's time.
-
-    Each round times every net once, back to back, so the two times of a round saw the same load from
-    other processes; the median of the per-round ratios is much steadier on a busy machine than the ratio of
-    the two medians (which pairs runs minutes apart). Takes :class:`SideResult` s or their dicts.
-    """
-    ta = a["latency_ms_runs"] if isinstance(a, dict) else a.latency_ms_runs
-    tb = b["latency_ms_runs"] if isinstance(b, dict) else b.latency_ms_runs
-    return statistics.median(y / x for x, y in zip(ta, tb, strict=True))
-
-
-@dataclass
-class BenchmarkReport:
-    """Everything one :func:`benchmark` call measured, with the machine it ran on."""
-
-    machine: dict
-    settings: dict
-    results: list[BenchResult] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {"machine": self.machine, "settings": self.settings,
-                "results": [r.to_dict() for r in self.results]}
-
-    def table(self) -> str:
-        """Aligned text table: one row per (model, mode)."""
-        vs = any(r.theirs for r in self.results)
-        same = any(r.theirs_same for r in self.results)
-        headers = ["model", "mode", "batch", "size", "fast paths", "img/s", "ms/batch", "peak MB", "GFLOP/s",
-                   "of peak"]
-        if vs:
-            headers += ["ref", "ref img/s", "ours/ref"]
-        if same:
-            headers += ["ref fast img/s", "ours/ref fast"]
-        rows = []
-        for r in self.results:
-            o = r.ours
-            row: list[object] = [
-                r.model, r.mode, r.batch_size, r.img_size, _paths(o), f"{o.images_per_s:.1f}",
-                f"{o.latency_ms:.1f}", "-" if o.peak_mem_mb is None else f"{o.peak_mem_mb:.0f}",
-                f"{o.gflops:.1f}", "-" if o.peak_fraction is None else f"{100 * o.peak_fraction:.0f}%"]
-            if vs:
-                row += [r.theirs.name if r.theirs else "-",
-                        f"{r.theirs.images_per_s:.1f}" if r.theirs else "-",
-                        f"{r.ratio:.2f}x" if r.ratio else "-"]
-            if same:
-                row += [f"{r.theirs_same.images_per_s:.1f}" if r.theirs_same else "-",
-                        f"{r.ratio_same:.2f}x" if r.ratio_same else "-"]
-            rows.append(row)
-        m = self.machine
-        threads = f"{m['threads']} thread" + ("s" if m["threads"] != 1 else "")
-        head = (f"{m['device_name']}, {threads}, torch {m['torch']}; float32 GEMM peak "
-                f"{m['gemm_gflops']:.1f} GFLOP/s; median of {self.settings['runs']} runs after "
-                f"{self.settings['warmup']} warm-up batches" + (", interleaved with the reference" if vs else ""))
-        return head + "\n" + fmt.table(rows, headers)
-
-
-def _paths(s: SideResult) -> str:
-    parts = [p for p, on in (("fused", s.fused), ("cl", s.channels_last), ("compile", s.compiled),
-                             ("bf16", s.amp), ("gemm-wgrad", s.gemm_wgrad > 0)) if on]
-    return "+".join(parts) or "-"
-
-
-# ------------------------------------------------------------------------------------------ machine
-def _device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise CnnzooError(f"unknown device {device!r}: use cpu or cuda") from e
-    if dev.type not in ("cpu", "cuda"):
-        raise CnnzooError(f"unsupported device {device!r}: use cpu or cuda")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise CnnzooError("--device cuda needs a CUDA GPU, but torch.cuda.is_available() is False here: "
-                              "use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise CnnzooError(f"there is no {dev}: this machine has {torch.cuda.device_count()} CUDA devices")
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
-_PEAK_CACHE: dict[tuple[str, int], float] = {}
-
-
-def gemm_peak_gflops(device: str | torch.device = "cpu", n: int | None = None, repeats: int = 8) -> float:
-    """The machine's float32 matrix-multiply throughput in GFLOP/s: best of ``repeats`` n x n matmuls.
-
-    Cached per (device, threads): measured once per process. TF32 is off for this (a float32 figure).
-    """
-    dev = _device(device)
-    key = (str(dev), torch.get_num_threads())
-    if key in _PEAK_CACHE:
-        return _PEAK_CACHE[key]
-    n = n or (8192 if dev.type == "cuda" else 1024)  # 1024: within a few % of MKL's peak on a CPU, 0.1 s
-    g = torch.Generator(device=dev).manual_seed(0)
-    a = torch.randn(n, n, device=dev, generator=g)
-    b = torch.randn(n, n, device=dev, generator=g)
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        a @ b  # warm-up (thread pool, kernel selection)
-        _sync(dev)
-        best = math.inf
-        for _ in range(repeats):
-            t = time.perf_counter()
-            a @ b
-            _sync(dev)
-            best = min(best, time.perf_counter() - t)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-    _PEAK_CACHE[key] = 2 * n ** 3 / best / 1e9
-    return _PEAK_CACHE[key]
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info(device: str | torch.device = "cpu") -> dict:
-    """What the figures depend on: device, threads, library versions, load, GEMM peak."""
-    dev = _device(device)
-    info = {
-        "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
-        "cpu": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "gemm_gflops": gemm_peak_gflops(dev),
-    }
-    for lib in ("torchvision", "timm"):  # versions from the package metadata: importing them takes seconds
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            info[lib] = importlib.metadata.version(lib)
-    return info
-
-
-# ------------------------------------------------------------------------------------------- memory
-def _rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None  # not Linux: no cheap way to read the resident set without psutil
-
-
-def _malloc_trim() -> None:
-    """Give freed heap memory back to the OS (glibc), so an RSS delta sees the step's own allocations."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-class _RssPeak:
-    """Context manager: the highest resident set size seen (every ~0.5 ms) above the size at entry."""
-
-    def __init__(self) -> None:
-        self.base = self.peak = _rss_bytes()
-        self._stop = threading.Event()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            r = _rss_bytes()
-            if r is not None and self.peak is not None:
-                self.peak = max(self.peak, r)
-            time.sleep(0.0005)
-
-    def __enter__(self) -> _RssPeak:
-        _malloc_trim()
-        self.base = self.peak = _rss_bytes()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        if self.base is not None:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self.base is not None:
-            self._thread.join()
-            self._poll_once()
-
-    def _poll_once(self) -> None:
-        r = _rss_bytes()
-        if r is not None and self.peak is not None:
-            self.peak = max(self.peak, r)
-
-    @property
-    def delta_mb(self) -> float | None:
-        return None if self.base is None or self.peak is None else (self.peak - self.base) / 2 ** 20
-
-
-def _step_memory_mb(step: Callable[[], None], dev: torch.device) -> float | None:
-    if dev.type == "cuda":
-        _sync(dev)
-        base = torch.cuda.memory_allocated(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        step()
-        _sync(dev)
-        return (torch.cuda.max_memory_allocated(dev) - base) / 2 ** 20
-    with _RssPeak() as rss:
-        step()
-    return rss.delta_mb
-
 
 # ------------------------------------------------------------------------------------------- models
 def reference_model(name: str, vs: str, num_classes: int = 1000) -> tuple[str, nn.Module]:
     """(constructor name, module): the torchvision or timm net with the same architecture as ``name``."""
-    from .registry import model_info
+    from ..registry import model_info
 
     info = model_info(name)
     if vs == "torchvision":
@@ -458,8 +157,8 @@ def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Te
             with torch.inference_mode():
                 ref = logits_of(model(xc)).clone()
         if fuse:
-            from .fusion import fuse as fold
-            from .fusion import fuse_activations
+            from ..fusion import fuse as fold
+            from ..fusion import fuse_activations
 
             model = fold(model, inplace=True)
             if fuse_act and dev.type == "cpu" and not compile:  # Inductor fuses on its own
@@ -474,7 +173,7 @@ def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Te
         x = x.contiguous(memory_format=torch.channels_last)
     n_gemm = 0
     if gemm_wgrad and mode == "train" and not compile:
-        from .conv_grad import count_gemm_convs, to_small_map_grads
+        from ..conv_grad import count_gemm_convs, to_small_map_grads
 
         to_small_map_grads(model)
         n_gemm = count_gemm_convs(model, x[:1], amp)
@@ -527,11 +226,11 @@ def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Te
 
 
 def _time(side: _Side, dev: torch.device) -> float:
-    _sync(dev)
+    sync(dev)
     t = time.perf_counter()
     for _ in range(side.inner):
         side.step()
-    _sync(dev)
+    sync(dev)
     return (time.perf_counter() - t) / side.inner
 
 
@@ -540,7 +239,7 @@ def _run_sides(sides: list[_Side], dev: torch.device, warmup: int, runs: int, mi
     """Memory step, warm-up, then ``runs`` rounds alternating the order (ABBA) so drift hits all alike."""
     for s in sides:
         if measure_memory:  # this step is also the first warm-up batch
-            s.mem = _step_memory_mb(s.step, dev)
+            s.mem = step_memory_mb(s.step, dev)
         last = math.inf
         for _ in range(max(1, warmup - measure_memory)):
             last = _time(s, dev)
@@ -557,8 +256,8 @@ def _side_result(s: _Side, batch: int, flops: int, peak: float) -> SideResult:
     return SideResult(
         impl=s.impl, name=s.name, images_per_s=round(ips, 3), latency_ms=round(1e3 * lat, 3),
         latency_ms_runs=[round(1e3 * t, 3) for t in s.times], inner=s.inner,
-        peak_mem_mb=None if s.mem is None else round(s.mem, 1), gflops=round(gflops, 3),
-        peak_fraction=round(gflops / peak, 4) if peak else None, channels_last=s.channels_last, fused=s.fused,
+        peak_mem_mb=None if s.mem is None else round(s.mem, 1), gflops=float(f"{gflops:.4g}"),
+        peak_fraction=float(f"{gflops / peak:.4g}") if peak else None, channels_last=s.channels_last, fused=s.fused,
         compiled=s.compiled, amp=s.amp, fused_opt=s.fused_opt, gemm_wgrad=s.gemm_wgrad,
         max_abs_diff=None if s.max_abs_diff is None else float(f"{s.max_abs_diff:.3g}"),
         max_rel_diff=None if s.max_rel_diff is None else float(f"{s.max_rel_diff:.3g}"),
@@ -623,7 +322,7 @@ def benchmark(
     if not names:
         raise CnnzooError("name at least one model to benchmark (cnnzoo list shows them)")
     if vs is not None:
-        from .registry import resolve_name
+        from ..registry import resolve_name
 
         for name in names:
             if ":" in name and name.rpartition(":")[0].endswith(".py"):
@@ -639,7 +338,7 @@ def benchmark(
     if batch_size < 1 or runs < 1 or warmup < 0:
         raise CnnzooError(f"batch size and runs must be >= 1 and warm-up >= 0 (got {batch_size}, {runs}, "
                           f"{warmup})")
-    dev = _device(device)
+    dev = bench_device(device)
     if amp is None:
         amp = dev.type == "cuda"
     if amp and dev.type not in ("cuda", "cpu"):
@@ -712,7 +411,7 @@ class BenchSettings:
 
 def _bench_one(name: str, mode: str, st: BenchSettings) -> BenchResult:
     """Build ours (and the references), time them interleaved, return the figures of one (model, mode)."""
-    from .analysis import count_macs, default_input_size, resolve_model, shape_forward
+    from ..analysis import count_macs, default_input_size, resolve_model, shape_forward
 
     kwargs = {} if st.num_classes is None else {"num_classes": st.num_classes}
     torch.manual_seed(0)
@@ -766,152 +465,3 @@ def _bench_one(name: str, mode: str, st: BenchSettings) -> BenchResult:
     out.extra = {v.label: rest.pop(0) for v in st.extra}
     del sides
     return out
-
-
-# ------------------------------------------------------------------------ the training loop and data
-def _train_set(dataset: str, data_dir: str | os.PathLike | None, subset: int | None,
-               seed: int = 0) -> ImageSet:
-    from .data import load_dataset
-
-    ds = load_dataset(dataset, "train", data_dir)
-    if subset and subset < len(ds):
-        g = torch.Generator().manual_seed(seed)
-        ds = ds.subset(torch.randperm(len(ds), generator=g)[:subset].sort().values)
-    return ds
-
-
-def _prep_for(ds: ImageSet, dataset: str, img_size: int, in_chans: int, dev: torch.device,
-              channels_last: bool = False) -> tuple[BatchPrep, int]:
-    """The engine's batch preparation with the data set's recipe (crop padding, flips)."""
-    from .training.config import recipe_for
-
-    pad = recipe_for(dataset).get("pad", max(0, ds.img_size // 8))
-    return BatchPrep(ds, img_size, in_chans, dev, pad, ds.hflip, channels_last, ds.mean, ds.std), pad
-
-
-def pipeline_throughput(dataset: str = "mnist", batch_size: int = 128, repeats: int = 3,
-                        data_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-                        subset: int | None = None) -> dict:
-    """Images per second the in-memory pipeline delivers: the epoch plan (order, crops, flips) and, per batch,
-    the crops and flips of the batch's images as row copies from the data set's :class:`CropFlipTable`
-    (the per-pixel gather where the table is not built) and normalisation to float. No model.
-
-    The median over ``repeats`` epochs is reported (the training engine's own ``BatchPrep``/``epoch_plan``);
-    ``table_s`` is the one-off time to build the table, paid once per run like ``load_s``.
-    """
-    dev = _device(device)
-    t = time.perf_counter()
-    ds = _train_set(dataset, data_dir, subset)
-    load_s = time.perf_counter() - t
-    prep, pad = _prep_for(ds, dataset, ds.img_size, ds.in_chans, dev)
-    x, y = ds.images.to(dev), ds.labels.to(dev)
-    t = time.perf_counter()
-    tabled = prep.build_table(x)
-    _sync(dev)
-    table_s = time.perf_counter() - t
-    n = len(ds)
-    steps = n // batch_size
-    if steps < 1:
-        raise CnnzooError(f"batch size {batch_size} is larger than the {n} images of {dataset}")
-    times = []
-    for r in range(repeats):
-        _sync(dev)
-        t = time.perf_counter()
-        perm, dy, dx, flip = epoch_plan(0, r, n, pad, ds.hflip, dev)
-        for i in range(steps):
-            s = slice(i * batch_size, (i + 1) * batch_size)
-            idx = perm[s]
-            xb, yb = prep.sample(x, idx, dy[s], dx[s], flip[s]), y.index_select(0, idx)
-        _sync(dev)
-        times.append(time.perf_counter() - t)
-    t_med = statistics.median(times)
-    return {"dataset": ds.name, "images": steps * batch_size, "batch_size": batch_size,
-            "shape": list(xb.shape[1:]), "dtype": str(xb.dtype).removeprefix("torch."),
-            "images_per_s": round(steps * batch_size / t_med, 1), "epoch_s": round(t_med, 4),
-            "epoch_s_runs": [round(v, 4) for v in times], "load_s": round(load_s, 2),
-            "table_s": round(table_s, 2) if tabled else None, "device": str(dev),
-            "threads": torch.get_num_threads(), "label_sum": int(yb.sum())}
-
-
-def loop_overhead(model: str = "lenet5", dataset: str = "mnist", repeats: int = 3, subset: int | None = None,
-                  data_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-                  amp: str = "auto") -> dict:
-    """How much longer an epoch of :func:`cnnzoo.train` takes than its bare steps on the same batches.
-
-    Both sides train a fresh ``model`` from the same seed with the data set's recipe. The engine's figure is
-    its own training time of the epoch (its ``train_images_per_s``: augmentation, metrics, LR schedule,
-    progress bookkeeping included; its per-epoch evaluation and checkpoint excluded) plus the epoch plan it
-    draws before the loop. The bare loop gets the epoch's batches already augmented and normalised on the
-    device and times only the engine's own :func:`~cnnzoo.training.loop.train_step` with the engine's
-    optimizer, memory format, precision and conv gradients (:func:`cnnzoo.policy.speed_plan`). Engine and
-    bare loop alternate ``repeats`` times; medians are compared.
-    """
-    from .registry import model_info, resolve_name
-
-    dev = _device(device)
-    name = resolve_name(model)
-    ds = _train_set(dataset, data_dir, subset)
-    info = model_info(name)
-    size = ds.img_size if info.max_size is None else min(max(ds.img_size, info.min_size), info.max_size)
-    plan = speed_plan(name, dev, amp, warn=False)
-    prep, pad = _prep_for(ds, dataset, size, ds.in_chans, dev, channels_last=plan.channels_last)
-    x, y = ds.images.to(dev), ds.labels.to(dev)
-    from .training.config import resolve
-
-    cfg = resolve({"model": name, "dataset": dataset, "amp": amp})
-    steps = len(ds) // cfg.batch_size
-    t = time.perf_counter()
-    perm, dy, dx, flip = epoch_plan(0, 0, len(ds), pad, ds.hflip, dev)
-    _sync(dev)
-    plan_s = time.perf_counter() - t
-    batches = []
-    for i in range(steps):
-        s = slice(i * cfg.batch_size, (i + 1) * cfg.batch_size)
-        batches.append((prep(x[perm[s]], dy[s], dx[s], flip[s]), y[perm[s]]))
-    eng, bar = [], []
-    with tempfile.TemporaryDirectory(prefix="cnnzoo-bench-") as tmp:
-        for r in range(repeats):  # alternate which goes first
-            run = os.path.join(tmp, f"run{r}")
-            if r % 2:
-                bar.append(_bare_epoch(cfg, plan, ds, batches))
-            eng.append(_engine_epoch(cfg, run, data_dir, dev, subset, steps) + plan_s)
-            if r % 2 == 0:
-                bar.append(_bare_epoch(cfg, plan, ds, batches))
-    e, b = statistics.median(eng), statistics.median(bar)
-    n = steps * cfg.batch_size
-    return {"model": name, "dataset": ds.name, "images": n, "batch_size": cfg.batch_size, "img_size": size,
-            "engine_s": round(e, 4), "bare_s": round(b, 4), "ratio": round(e / b, 4),
-            "engine_s_runs": [round(v, 4) for v in eng], "bare_s_runs": [round(v, 4) for v in bar],
-            "plan_s": round(plan_s, 4), "bare_images_per_s": round(n / b, 1), "engine_images_per_s": round(n / e, 1),
-            "device": str(dev), "threads": torch.get_num_threads()}
-
-
-def _engine_epoch(cfg, out: str, data_dir, dev: torch.device, subset: int | None, steps: int) -> float:
-    """Training seconds of one epoch of :func:`cnnzoo.train` (evaluation on a subset, not timed)."""
-    from .training import train
-
-    res = train(cfg=replace(cfg, epochs=1), out=out, data_dir=data_dir, device=str(dev), progress=False,
-                verbose=False, save_every_s=None, train_subset=subset, test_subset=subset)
-    return steps * cfg.batch_size / res.history[0]["train_images_per_s"]
-
-
-def _bare_epoch(cfg, plan, ds: ImageSet, batches: list[tuple[Tensor, Tensor]]) -> float:
-    """Seconds of the engine's steps alone over ``batches``: its model, optimizer, precision, conv gradients."""
-    from .conv_grad import small_map_grads
-    from .registry import create_model
-    from .training.setup import head_param_names, make_optimizer, param_groups
-
-    dev = plan.device
-    torch.manual_seed(cfg.seed)
-    net = create_model(cfg.model, num_classes=ds.num_classes, in_chans=ds.in_chans).to(dev).train()
-    if plan.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    opt = make_optimizer(param_groups(net, cfg, set(head_param_names(net))), cfg, plan)
-    scaler = torch.amp.GradScaler("cuda") if plan.grad_scaler else None
-    with small_map_grads(net, plan.gemm_wgrad):
-        _sync(dev)
-        t0 = time.perf_counter()
-        for xb, yb in batches:
-            train_step(net, opt, xb, yb, plan.autocast, scaler, cfg.label_smoothing, cfg.aux_weight)
-        _sync(dev)
-        return time.perf_counter() - t0

@@ -23,6 +23,7 @@ from ..ranges import FRACTION, NONNEG_FLOAT, NONNEG_INT, POSITIVE_FLOAT, POSITIV
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "onecycle", "constant")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+INIT_NAMES = ("default", "paddle", "xavier", "kaiming", "course")  # init_schemes.init_names(), torch-free
 # Warm-up is at most this fraction of a run's optimizer steps, so a 1-epoch run is not all warm-up (a
 # 1-epoch warm-up on a 3-epoch run used to be a third of it); the quarter is what compare already used.
 MAX_WARMUP_FRACTION = 0.25
@@ -72,7 +73,9 @@ class TrainConfig:
                              metavar="PIXELS", default_text="img_size // 8")
     hflip: bool | None = option(None, "random horizontal flips", default_text="where they keep the label "
                                 "(not for digits)")
-    # init: the pending --init option (training/init_schemes.py) goes here, applied in setup.build_model
+    init: str = option("default", "weight initialisation when training from scratch: default (the model's own), "
+                       "paddle or its alias course (PaddlePaddle's defaults, as the course), xavier, kaiming "
+                       "(cnnzoo.training.init_schemes)", choices=INIT_NAMES)
     pretrained: str | None = option(None, "start from a torchvision/timm/cnnzoo weights file "
                                     "(.safetensors/.pth), with a new head", metavar="PATH", default_text="none")
     freeze_backbone: bool = option(False, "with --pretrained: train only the new head (BatchNorm statistics "
@@ -349,7 +352,7 @@ def run_options(values: dict) -> RunOptions:
 
 
 __all__ = [
-    "ALL_SMALL", "AMP_MODES", "DEMO", "MAX_WARMUP_FRACTION", "OPTIMIZERS", "PRESETS", "PRESET_NAMES", "RECIPES",
-    "SCHEDULES", "CompareOptions", "RunOptions", "TrainConfig", "add_arguments", "demo_for", "option", "recipe_for",
-    "resolve", "run_options", "split_options", "validate", "values_from_args", "warmup_steps",
+    "ALL_SMALL", "AMP_MODES", "DEMO", "INIT_NAMES", "MAX_WARMUP_FRACTION", "OPTIMIZERS", "PRESETS", "PRESET_NAMES",
+    "RECIPES", "SCHEDULES", "CompareOptions", "RunOptions", "TrainConfig", "add_arguments", "demo_for", "option",
+    "recipe_for", "resolve", "run_options", "split_options", "validate", "values_from_args", "warmup_steps",
 ]

@@ -24,6 +24,7 @@ from . import checkpoint as ck
 from .batches import BatchPrep
 from .config import RunOptions, TrainConfig, warmup_steps
 from .distributed import DistContext
+from .init_schemes import apply_init
 from .rundir import LOCK_NAME, RunLock, check_out_arg, earlier_results, plan_run_dir
 from .state import RunState
 
@@ -253,6 +254,7 @@ def make_model(cfg: TrainConfig, module: nn.Module | None, data: ImageSet, store
     head), or the user's module; a resumed run keeps its stored channel count and head."""
     if module is not None:
         net = module
+        apply_init(net, cfg.init)
         in_chans = cfg.in_chans or module_in_chans(net) or data.in_chans
         heads = head_param_names(net)
     else:
@@ -265,7 +267,7 @@ def make_model(cfg: TrainConfig, module: nn.Module | None, data: ImageSet, store
             in_chans = int(stored.get("in_chans", in_chans))
         # pretrained="imagenet" (planned) -> create_model(..., pretrained="imagenet") here
         net = create_model(cfg.model, num_classes=data.num_classes, in_chans=in_chans, **cfg.model_kwargs)
-        # init (planned): apply_init(net, cfg.init) here, before pretrained weights are loaded
+        apply_init(net, cfg.init)  # from scratch: before any pretrained weights are loaded
         heads = head_param_names(net)
         if pre_sd is not None:
             reset = load_pretrained(net, cfg.pretrained)["reset"]
