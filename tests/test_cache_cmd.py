@@ -51,3 +51,18 @@ def test_unknown_kind_is_one_line(caches: dict[str, Path], capsys: pytest.Captur
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--clear" in err[0]
+
+
+def test_a_read_only_data_root_is_never_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root passes os.access on a r-x folder; the decode cache must still go to ~/.cache, not the shared set."""
+    from cnnzoo.data.base import DEFAULT_ROOT, cache_dir
+
+    monkeypatch.delenv("CNNZOO_CACHE", raising=False)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    assert cache_dir(shared) == shared / ".cnnzoo-cache"
+    shared.chmod(0o555)
+    try:
+        assert cache_dir(shared) == DEFAULT_ROOT.expanduser() / "decoded"
+    finally:
+        shared.chmod(0o755)

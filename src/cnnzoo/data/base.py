@@ -40,9 +40,15 @@ def cache_dir(root: Path | None = None) -> Path:
     env = os.environ.get("CNNZOO_CACHE")
     if env:
         return Path(env).expanduser()
-    if root is not None and root.is_dir() and os.access(root, os.W_OK):
+    if root is not None and root.is_dir() and _writable(root):
         return root / ".cnnzoo-cache"
     return DEFAULT_ROOT.expanduser() / "decoded"
+
+
+def _writable(folder: Path) -> bool:
+    """Writable by its permission bits too: root passes ``os.access`` on a folder marked read-only (a shared
+    data set), and a cache must not be written into a folder its owner marked so."""
+    return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
 
 
 def downloads_allowed() -> bool:
