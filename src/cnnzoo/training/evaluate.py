@@ -79,12 +79,6 @@ def evaluate(
     dt = time.perf_counter() - t
     cm = r["confusion"].cpu()
     n = int(r["n"].item())
-    tp = cm.diag().double()
-    predicted, actual = cm.sum(0).double(), cm.sum(1).double()
-    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))
-    recall = torch.where(actual > 0, tp / actual.clamp_min(1), torch.zeros_like(tp))
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12),
-                     torch.zeros_like(tp))
     classes = list(meta.get("classes") or data.classes)
     result = {
         "checkpoint": source, "model": meta.get("model"), "dataset": data.name, "split": data.split, "n": n,
@@ -92,9 +86,7 @@ def evaluate(
         "top5": int(r["top5"].item()) / max(n, 1) if num_classes > 5 else None,
         "loss": float(r["loss"].item()) / max(n, 1),
         "classes": classes,
-        "per_class": [{"class": c, "precision": round(float(p), 6), "recall": round(float(rc), 6),
-                       "f1": round(float(f), 6), "support": int(s)}
-                      for c, p, rc, f, s in zip(classes, precision, recall, f1, actual, strict=True)],
+        "per_class": per_class_metrics(cm, classes),
         "confusion": cm.tolist(),
         "images_per_s": round(n / max(dt, 1e-9), 1),
         "img_size": size, "device": str(dev), "skipped_images": len(data.skipped),
@@ -135,6 +127,18 @@ def match_classes(data: ImageSet, model_classes: list[str]) -> ImageSet:
     warnings.warn(f"{data.name}'s class folders are {how}: matched to the model's classes by name",
                   CnnzooWarning, stacklevel=3)
     return replace(data, labels=remap[data.labels], classes=list(model_classes))
+
+
+def per_class_metrics(cm: torch.Tensor, classes: list) -> list[dict]:
+    """Precision, recall, F1 and support per class from a confusion matrix (rows: true class)."""
+    tp = cm.diag().double()
+    predicted, actual = cm.sum(0).double(), cm.sum(1).double()
+    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))
+    recall = torch.where(actual > 0, tp / actual.clamp_min(1), torch.zeros_like(tp))
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12),
+                     torch.zeros_like(tp))
+    return [{"class": c, "precision": round(float(p), 6), "recall": round(float(rc), 6), "f1": round(float(f), 6),
+             "support": int(s)} for c, p, rc, f, s in zip(classes, precision, recall, f1, actual, strict=True)]
 
 
 def write_eval_outputs(result: dict, out: str | os.PathLike) -> dict[str, Path]:
