@@ -75,12 +75,14 @@ def test_both_commands_refuse_the_same_values_the_same_way(argv, words, capsys):
 
 def test_recipe_merge_and_the_visible_demo_override():
     digits = resolve({"dataset": "digits"})
-    assert (digits.optimizer, digits.lr, digits.epochs) == ("sgd", 0.1, RECIPES["digits"]["epochs"])
+    assert (digits.optimizer, digits.lr, digits.epochs) == ("adamw", 2e-3, RECIPES["digits"]["epochs"])
     demo = resolve({"dataset": "digits"}, demo=True)
     assert all(getattr(demo, k) == v for k, v in DEMO["digits"].items())
     # the user's values win over both layers; another optimizer drops the demo's optimizer settings
     mine = resolve({"dataset": "digits", "epochs": 5, "optimizer": "sgd"}, demo=True)
-    assert (mine.epochs, mine.optimizer, mine.lr, mine.img_size) == (5, "sgd", 0.1, 8)
+    assert (mine.epochs, mine.optimizer, mine.lr, mine.img_size) == (5, "sgd", TrainConfig.lr, 8)
+    assert mine.weight_decay == TrainConfig.weight_decay  # AdamW's settings are not carried over to SGD
+    assert resolve({"dataset": "digits", "optimizer": "sgd", "lr": 0.1}).lr == 0.1
     assert resolve({"dataset": "folder:/x"}).optimizer == "adamw"
     assert resolve({"dataset": "folder:/x", "pretrained": "w.pth"}).epochs == RECIPES["folder+pretrained"]["epochs"]
     with pytest.raises(CnnzooError, match="unknown training option"):

@@ -47,3 +47,14 @@ def test_nothing_to_do_and_frozen_layers_kept() -> None:
     assert recalibrate_bn(net, x.repeat(1, 1, 2, 2), lambda t: t.float(), 64, 8) == 0
     torch.testing.assert_close(net[1].running_mean, before)
     assert net.training and not net[1].training
+
+
+def test_dropout_and_the_random_stream_are_untouched() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.Flatten(), nn.Linear(144, 2))
+    net.train()
+    x = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    recalibrate_bn(net, x, lambda t: t.float() / 255, 16, 8)
+    assert torch.equal(torch.rand(3), expected) and net.training and net[2].training

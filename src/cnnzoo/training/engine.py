@@ -21,6 +21,7 @@ from . import checkpoint as ck
 from .config import TrainConfig, resolve, run_options, split_options
 from .distributed import broadcast_flag, setup_distributed
 from .loop import LOG_HEADER, PARTIAL_NOTE, evaluate_tensors, log_line, lr_factor, train_epoch
+from .precise_bn import recalibrate_bn
 from .setup import Job, open_run_dir, resumed_config, setup, write_text_atomic
 from .state import EpochTotals
 
@@ -143,6 +144,8 @@ def run_epochs(job: Job) -> TrainResult:
 def evaluate_epoch(job: Job, ep, t_epoch: float, partial: bool) -> dict:
     """The epoch's record: training totals, held-out loss and accuracy, LR, times (one metrics.jsonl line)."""
     st, cfg = job.state, job.cfg
+    if cfg.precise_bn:
+        recalibrate_bn(job.net, job.xtr, job.prep, cfg.precise_bn, job.local_batch, cfg.seed, job.plan.autocast)
     ev = evaluate_tensors(job.net, job.xte, job.yte, job.prep, cfg.eval_batch_size, job.num_classes, job.dist,
                           job.plan.autocast)
     n_test = max(int(ev["n"].item()), 1)

@@ -33,7 +33,8 @@ def recalibrate_bn(net: nn.Module, images: Tensor, prep: Callable[[Tensor], Tens
                    batch_size: int, seed: int = 0,
                    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> int:
     """Set every updatable BatchNorm's running mean/var to the average over up to ``max_images`` training
-    images (a fixed seeded subset, no augmentation), in train mode with no gradient. Returns the number of
+    images (a fixed seeded subset, no augmentation), with only those layers in train mode and no gradient, and
+    without touching any random stream (a resumed run stays bit-exact). Returns the number of
     images used (0 when the net has no such layer or ``max_images`` is 0)."""
     layers = recalibrated_layers(net)
     if not layers or max_images <= 0 or images.shape[0] == 0:
@@ -43,15 +44,18 @@ def recalibrate_bn(net: nn.Module, images: Tensor, prep: Callable[[Tensor], Tens
     idx = torch.randperm(images.shape[0], generator=g)[:n].to(images.device)
     saved = [(m.momentum, m.training) for m in layers]
     was_training = net.training
-    net.train()
+    net.eval()  # dropout, drop-path and aux heads off: they would draw from training's random stream
     for m in layers:
+        m.train()
         m.reset_running_stats()
         m.momentum = None  # cumulative average: every batch weighs the same
     bs = max(1, min(int(batch_size), n))
+    devices = [images.device] if images.is_cuda else []
     try:
-        for i in range(0, n - n % bs or n, bs):  # whole batches only: a tiny last batch skews the variance
-            with autocast():
-                net(prep(images.index_select(0, idx[i:i + bs])))
+        with torch.random.fork_rng(devices=devices):
+            for i in range(0, n - n % bs or n, bs):  # whole batches only: a tiny last batch skews the variance
+                with autocast():
+                    net(prep(images.index_select(0, idx[i:i + bs])))
     finally:
         net.train(was_training)
         for m, (momentum, training) in zip(layers, saved, strict=True):
