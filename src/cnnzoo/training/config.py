@@ -76,8 +76,11 @@ class TrainConfig:
     init: str = option("default", "weight initialisation when training from scratch: default (the model's own), "
                        "paddle or its alias course (PaddlePaddle's defaults, as the course), xavier, kaiming "
                        "(cnnzoo.training.init_schemes)", choices=INIT_NAMES)
-    pretrained: str | None = option(None, "start from a torchvision/timm/cnnzoo weights file "
-                                    "(.safetensors/.pth), with a new head", metavar="PATH", default_text="none")
+    pretrained: str | None = option(None, "start from published weights (imagenet: torchvision's or timm's "
+                                    "ImageNet weights, downloaded once into their cache; or a library's tag such "
+                                    "as IMAGENET1K_V1) or a weights file (.safetensors/.pth), with a new head and "
+                                    "the weights' own input normalisation", metavar="imagenet|TAG|PATH",
+                                    default_text="none: from scratch")
     freeze_backbone: bool = option(False, "with --pretrained: train only the new head (BatchNorm statistics "
                                    "of the backbone frozen too)")
     backbone_lr_scale: float = option(0.1, "with --pretrained: the backbone learns at lr x this",

@@ -258,25 +258,50 @@ def make_model(cfg: TrainConfig, module: nn.Module | None, data: ImageSet, store
         in_chans = cfg.in_chans or module_in_chans(net) or data.in_chans
         heads = head_param_names(net)
     else:
-        from ..pretrained import load_pretrained, read_state_dict  # deferred: reads weight files only
-        from ..registry import create_model
-
-        pre_sd = read_state_dict(cfg.pretrained) if cfg.pretrained and stored is None else None
-        in_chans = cfg.in_chans or (first_conv_in_chans(pre_sd) if pre_sd else None) or data.in_chans
-        if stored is not None:
-            in_chans = int(stored.get("in_chans", in_chans))
-        # pretrained="imagenet" (planned) -> create_model(..., pretrained="imagenet") here
-        net = create_model(cfg.model, num_classes=data.num_classes, in_chans=in_chans, **cfg.model_kwargs)
-        apply_init(net, cfg.init)  # from scratch: before any pretrained weights are loaded
-        heads = head_param_names(net)
-        if pre_sd is not None:
-            reset = load_pretrained(net, cfg.pretrained)["reset"]
-            own = dict(net.named_parameters())
-            heads = [k for k in reset if k in own] or heads
-            say(f"fine-tuning from {cfg.pretrained}: new head {', '.join(heads) or '-'}")
+        net, in_chans, heads = _registered_model(cfg, data, stored, say)
     if stored is not None:
         heads = stored.get("head_params", heads)
     return net, in_chans, heads
+
+
+def _registered_model(cfg: TrainConfig, data: ImageSet, stored: dict | None,
+                      say: Callable[..., None]) -> tuple[nn.Module, int, list[str]]:
+    """The registered net, with published weights (``--pretrained imagenet`` or a library's tag, through
+    :mod:`cnnzoo.hub`) or a weights file, and a new head; a resumed run's own weights are loaded later."""
+    from ..hub import build_kwargs, parse_pretrained
+    from ..hub import load_weights as load_published
+    from ..pretrained import read_state_dict
+    from ..registry import create_model
+
+    parsed = parse_pretrained(cfg.pretrained)
+    tag = parsed is not None and parsed[0] == "tag"
+    pre_sd = read_state_dict(parsed[1]) if parsed and not tag and stored is None else None
+    in_chans = cfg.in_chans or (3 if tag else None) or (first_conv_in_chans(pre_sd) if pre_sd else None)
+    in_chans = in_chans or data.in_chans
+    if stored is not None:
+        in_chans = int(stored.get("in_chans", in_chans))
+    cfg.model_kwargs = {**build_kwargs(cfg.model, cfg.pretrained), **cfg.model_kwargs}  # e.g. GoogLeNet's
+    net = create_model(cfg.model, num_classes=data.num_classes, in_chans=in_chans, **cfg.model_kwargs)
+    apply_init(net, cfg.init)  # from scratch: before any pretrained weights are loaded
+    heads = head_param_names(net)
+    if parsed is not None and stored is None:
+        reset = load_published(net, cfg.model, cfg.pretrained)["reset"]
+        own = dict(net.named_parameters())
+        heads = [k for k in reset if k in own] or heads
+        say(f"fine-tuning from {cfg.pretrained}: new head {', '.join(heads) or '-'}")
+    return net, in_chans, heads
+
+
+def input_normalisation(cfg: TrainConfig, data: ImageSet) -> tuple[list[float], list[float]]:
+    """Mean and std of the inputs: published weights' own (what they were trained with), else the training
+    split's. Decided from the config alone, so a resumed run normalises as it began."""
+    from ..hub import parse_pretrained, published_weights
+
+    parsed = parse_pretrained(cfg.pretrained) if cfg.model else None
+    if parsed is not None and parsed[0] == "tag":
+        pw = published_weights(cfg.model, parsed[1])
+        return list(pw.mean), list(pw.std)
+    return list(data.mean), list(data.std)
 
 
 def load_weights(net: nn.Module, ckpt: Path, cfg: TrainConfig, dev: torch.device) -> None:
@@ -375,7 +400,8 @@ def setup(cfg: TrainConfig, opts: RunOptions, dist: DistContext, out_dir: Path,
     xte, yte = to_device(test_set.images, dev), to_device(test_set.labels, dev)
     hflip = train_set.hflip if cfg.hflip is None else bool(cfg.hflip)
     pad = cfg.pad if cfg.pad is not None else max(0, train_set.img_size // 8)
-    prep = BatchPrep(train_set, size, in_chans, dev, pad, hflip, plan.channels_last, train_set.mean, train_set.std)
+    mean, std = input_normalisation(cfg, train_set)
+    prep = BatchPrep(train_set, size, in_chans, dev, pad, hflip, plan.channels_last, mean, std)
     prep.build_table(xtr)
     if module is None:
         check_forward(net, prep, xtr, cfg.model)
@@ -390,7 +416,7 @@ def setup(cfg: TrainConfig, opts: RunOptions, dist: DistContext, out_dir: Path,
         state = RunState.from_json(stored)
         ck.restore_training(stored, tensors, opt, scaler, dev)
     meta = {"model": cfg.model or None, "model_kwargs": cfg.model_kwargs, "num_classes": train_set.num_classes,
-            "in_chans": in_chans, "img_size": size, "mean": list(train_set.mean), "std": list(train_set.std),
+            "in_chans": in_chans, "img_size": size, "mean": mean, "std": std,
             "classes": list(train_set.classes), "dataset": cfg.dataset, "resize": RESIZE_POLICY,
             "data_img_size": train_set.img_size, "data_in_chans": train_set.in_chans,
             "params": sum(p.numel() for p in net.parameters())}

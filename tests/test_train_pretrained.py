@@ -1,0 +1,51 @@
+"""``train --pretrained imagenet``: published weights through the hub path (a pre-filled torch hub cache,
+no network), a new head, and the weights' own normalisation stored in the checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from cnnzoo.cli import main
+from cnnzoo.hub import published_weights
+from cnnzoo.training import train
+from cnnzoo.training.checkpoint import read_meta, read_weights
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, torch.Tensor]:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("CNNZOO_OFFLINE", "1")
+    pw = published_weights("resnet18")
+    path = Path(pw.cache_path)
+    path.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    sd = torchvision.models.resnet18().state_dict()
+    torch.save(sd, path)
+    return sd
+
+
+def test_frozen_backbone_keeps_the_published_weights(tmp_path: Path, hub_cache: dict) -> None:
+    out = tmp_path / "run"
+    r = train("resnet18", "digits", pretrained="imagenet", freeze_backbone=True, epochs=1, train_subset=64,
+              batch_size=32, img_size=32, out=out, progress=False, verbose=False)
+    assert r.steps == 2
+    w = read_weights(out / "last")
+    assert torch.equal(w["conv1.weight"], hub_cache["conv1.weight"])  # loaded, then frozen
+    assert w["fc.weight"].shape == (10, 512)  # a new 10-way head
+    meta = read_meta(out / "last")
+    pw = published_weights("resnet18")
+    assert meta["mean"] == list(pw.mean) and meta["std"] == list(pw.std) and meta["in_chans"] == 3
+
+
+def test_cli_names_the_missing_file_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("CNNZOO_OFFLINE", "1")
+    rc = main(["train", "--model", "resnet18", "--dataset", "digits", "--pretrained", "imagenet",
+               "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and published_weights("resnet18").file_name in err[0]
