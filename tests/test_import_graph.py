@@ -76,16 +76,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-# Edges that close a cycle today in modules other engineers are changing (issue 18 item 3): registry's
-# deferred imports of hub (create_model(pretrained=...)) and features (features_only). Each owner removes its
-# entry when the cycle is gone; nothing may be added here.
-KNOWN_CYCLE_EDGES = {("cnnzoo.registry", "cnnzoo.hub"), ("cnnzoo.registry", "cnnzoo.features")}
-
-
 def test_no_import_cycle_in_src():
     graph = import_graph()
-    for a, b in KNOWN_CYCLE_EDGES:
-        graph.get(a, set()).discard(b)
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 

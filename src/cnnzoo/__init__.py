@@ -15,14 +15,17 @@ from .errors import CnnzooError, InputSizeError, UnknownModelError
 
 TYPE_CHECKING = False  # (not typing's: importing typing costs the CLI's start 10-20 ms)
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these come from __getattr__
-    from .registry import ModelInfo, create_model, list_models, model_info, register_model
+    from .factory import create_model
+    from .registry import ModelInfo, list_models, model_info, register_model
 
 __version__ = "0.1.0"
 
 # public name -> module that defines it (imported lazily)
 _LAZY = {
     "ModelInfo": "cnnzoo.registry",
-    "create_model": "cnnzoo.registry",
+    "create_model": "cnnzoo.factory",
+    "feature_info": "cnnzoo.features",
+    "published_weights": "cnnzoo.hub",
     "list_models": "cnnzoo.registry",
     "model_info": "cnnzoo.registry",
     "register_model": "cnnzoo.registry",
@@ -63,5 +66,5 @@ __all__ = [
     "CnnzooError", "InputSizeError", "UnknownModelError", "ModelInfo", "create_model", "list_models",
     "model_info", "register_model", "load_pretrained", "summary", "receptive_field", "count_macs",
     "effective_receptive_field", "train", "evaluate", "load_dataset", "compare", "predict", "export", "fuse",
-    "fuse_activations", "benchmark",
+    "fuse_activations", "benchmark", "feature_info", "published_weights",
 ]

@@ -27,7 +27,8 @@ import torch
 
 from . import compare_report as report
 from .errors import CnnzooError
-from .registry import create_model, list_models, model_info, resolve_name
+from .factory import create_model
+from .registry import list_models, model_info, resolve_name
 from .training.config import ALL_SMALL, PRESET_NAMES, PRESETS, CompareOptions, TrainConfig, demo_for, resolve
 from .training.rundir import RunLock, check_out_arg
 

@@ -224,32 +224,6 @@ def published_state_dict(pw: PublishedWeights, progress: bool = True) -> dict[st
 
 # --- using the weights: predict, eval ------------------------------------------------------------------
 
-def pretrained_model(name: str, pretrained: bool | str | os.PathLike = True,
-                     device: Any = None) -> tuple[nn.Module, dict[str, Any]]:
-    """``name`` with ``pretrained`` weights, in eval mode, and the checkpoint-style ``meta`` that
-    :func:`cnnzoo.predict` and :func:`cnnzoo.evaluate` read (also set as ``model.cnnzoo_meta``): the
-    weights' categories as ``classes``, ``img_size`` = ``crop``, ``data_img_size`` = ``resize``, ``mean``,
-    ``std``, ``interpolation``. A weights file for a net with published weights takes their preprocessing."""
-    from .registry import create_model, model_info
-
-    info = model_info(name)
-    model = create_model(info.name, pretrained=pretrained)
-    pw = getattr(model, "pretrained_weights", None)
-    if pw is None and weights_source(info.name) is not None:
-        with contextlib.suppress(CnnzooError):
-            pw = published_weights(info.name)
-    n = int(model.default_cfg["num_classes"])  # type: ignore[index]
-    classes = list(pw.categories) if pw is not None and len(pw.categories) == n else [str(i) for i in range(n)]
-    size = pw.crop if pw is not None else info.input_size[-1]
-    meta: dict[str, Any] = {
-        "model": info.name, "num_classes": n, "in_chans": 3, "classes": classes, "img_size": size,
-        "data_img_size": pw.resize if pw is not None else size, "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD), "pretrained": str(pretrained),
-        **(pw.preprocessing() if pw is not None else {})}
-    model.cnnzoo_meta = meta  # type: ignore[attr-defined]
-    return model.to(device).eval(), meta
-
-
 def imagenet_dataset(meta: dict[str, Any], dataset: str, split: str = "test",
                      data_dir: str | os.PathLike | None = None):  # -> cnnzoo.data.ImageSet
     """A labelled data set prepared as the weights in ``meta`` (:func:`pretrained_model`) were scored:

@@ -120,7 +120,7 @@ def predict(
         raise CnnzooError("no image files found: give image files or folders holding .png/.jpg/... files")
     dev = resolve_device(device)
     if pretrained:
-        from .hub import pretrained_model
+        from .factory import pretrained_model
 
         model, meta = pretrained_model(str(checkpoint), pretrained, device=dev)
     else:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -176,52 +175,9 @@ class InputCheck:
                 f"(its classifier has a fixed input); resize the images (e.g. --img-size {self.max_size})")
 
 
-def create_model(
-    name: str, num_classes: int | None = None, in_chans: int | None = None, features_only: bool = False,
-    out_indices: int | Sequence[int] | None = None, pretrained: bool | str | os.PathLike | None = False,
-    **kwargs
-) -> nn.Module:
-    """Build a registered model with fresh (random) weights, or published/given ones with ``pretrained``.
-
-    ``num_classes`` and ``in_chans`` default to the model's own (1000 classes and 3 channels for the
-    ImageNet nets, 10 and 1 for LeNet-5). Extra keyword arguments go to the family's constructor
-    (``dropout``, ``aux_logits``, ``zero_init_residual``, ``drop_path_rate``, ...). The returned model
-    checks its input size in a forward pre-hook and names the minimum when an image is too small.
-
-    ``pretrained=True`` (or ``"imagenet"``, or a library's tag such as ``"IMAGENET1K_V1"``) loads the
-    ImageNet weights torchvision or timm publish for the net (downloaded once into torch hub's or Hugging
-    Face's cache; see :mod:`cnnzoo.hub`), ``pretrained=PATH`` a weights file. With another
-    ``num_classes`` the classifier stays fresh (fine-tuning). The weights' preprocessing is then in
-    ``model.default_cfg`` and ``model.pretrained_weights``.
-
-    ``features_only=True`` returns a :class:`cnnzoo.features.FeatureNet` instead: its forward gives the
-    feature maps at the end of the stages ``out_indices`` (default all; see ``feature_info``), as timm's.
-    """
-    info = model_info(name)
-    head_only = sorted(k for k in ("dropout", "aux_logits", "dropout_aux", "drop_rate", "global_pool")
-                       if k in kwargs) + (["num_classes"] if num_classes is not None else [])
-    if features_only and head_only:
-        raise CnnzooError(f"features_only=True builds no classifier: leave out {', '.join(head_only)}")
-    if out_indices is not None and not features_only:
-        raise CnnzooError("out_indices selects feature maps: pass features_only=True with it")
-    num_classes = info.num_classes if num_classes is None else int(num_classes)
-    in_chans = info.in_chans if in_chans is None else int(in_chans)
-    if num_classes < 1 or in_chans < 1:
-        raise CnnzooError(f"num_classes and in_chans must be >= 1 (got {num_classes}, {in_chans})")
-    if pretrained:
-        from .hub import build_kwargs
-
-        kwargs = {**build_kwargs(info.name, pretrained), **kwargs}  # GoogLeNet's transform_input
-    model = info.fn(num_classes=num_classes, in_chans=in_chans, **kwargs)
-    weights = None
-    if pretrained:  # into the classifier net, before any features_only wrapper
-        from .hub import load_weights
-
-        weights = load_weights(model, info.name, pretrained)["weights"]
-    if features_only:
-        from .features import FeatureNet  # the tracing tools load only when features are asked for
-
-        model = FeatureNet(model, out_indices, input_size=(in_chans, *info.input_size[1:]), name=info.name)
+def finish_model(model: nn.Module, info: ModelInfo, in_chans: int, num_classes: int) -> nn.Module:
+    """Attach what every built model carries: the input-size check (a forward pre-hook that names the minimum),
+    ``cnnzoo_name`` and timm's ``default_cfg``."""
     model.register_forward_pre_hook(InputCheck(info.name, in_chans, info.min_size, info.max_size))
     model.cnnzoo_name = info.name  # type: ignore[attr-defined]
     model.default_cfg = {  # type: ignore[attr-defined]  (timm's attribute name, for users' habits)
@@ -230,8 +186,21 @@ def create_model(
         "num_classes": num_classes,
         "min_size": info.min_size,
     }
-    if weights is not None:
-        from .hub import attach_weights
-
-        attach_weights(model, weights)
     return model
+
+
+def model_sizes(info: ModelInfo, num_classes: int | None, in_chans: int | None) -> tuple[int, int]:
+    """``num_classes`` and ``in_chans`` with the model's own defaults filled in, checked."""
+    num_classes = info.num_classes if num_classes is None else int(num_classes)
+    in_chans = info.in_chans if in_chans is None else int(in_chans)
+    if num_classes < 1 or in_chans < 1:
+        raise CnnzooError(f"num_classes and in_chans must be >= 1 (got {num_classes}, {in_chans})")
+    return num_classes, in_chans
+
+
+def build_model(name: str, num_classes: int | None = None, in_chans: int | None = None, **kwargs) -> nn.Module:
+    """A registered model with fresh weights and its input check: :func:`cnnzoo.create_model` without the
+    options that need other modules (published weights, ``features_only``), for the analysis tools."""
+    info = model_info(name)
+    num_classes, in_chans = model_sizes(info, num_classes, in_chans)
+    return finish_model(info.fn(num_classes=num_classes, in_chans=in_chans, **kwargs), info, in_chans, num_classes)

@@ -83,12 +83,12 @@ def resolve_model(spec: str | nn.Module, device: str | torch.device | None = Non
         return spec
     file_spec = _is_file_spec(spec)
     if file_spec is None:
-        from ..registry import create_model, resolve_name
+        from ..registry import build_model, resolve_name
 
         resolve_name(spec)  # unknown names raise with suggestions before any building
 
         def build() -> Any:
-            return create_model(spec, **kwargs)
+            return build_model(spec, **kwargs)
     else:
         obj = _load_file_attr(*file_spec)
 

@@ -152,7 +152,7 @@ def _engine_epoch(cfg, out: str, data_dir, dev: torch.device, subset: int | None
 def _bare_epoch(cfg, plan, ds: ImageSet, batches: list[tuple[Tensor, Tensor]]) -> float:
     """Seconds of the engine's steps alone over ``batches``: its model, optimizer, precision, conv gradients."""
     from ..conv_grad import small_map_grads
-    from ..registry import create_model
+    from ..factory import create_model
     from ..training.setup import head_param_names, make_optimizer, param_groups
 
     dev = plan.device

@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     target, dataset = args.checkpoint, args.dataset
     if args.pretrained:
         from ..errors import CnnzooError
-        from ..hub import imagenet_dataset, pretrained_model
+        from ..factory import pretrained_model
+        from ..hub import imagenet_dataset
 
         if not dataset:
             raise CnnzooError("--pretrained needs --dataset: e.g. folder:PATH with one folder per ImageNet class "

@@ -214,15 +214,15 @@ def read_state(ckpt_dir: Path) -> tuple[dict, dict[str, Tensor]]:
 
 def build_model(meta: dict, where: object = "checkpoint") -> nn.Module:
     """A fresh model of the architecture a checkpoint's meta describes (``where`` names it in errors)."""
-    from ..registry import create_model
+    from ..registry import build_model as build_registered  # fresh weights: no hub, no feature tools
 
     name = meta.get("model")
     if not name:
         raise CnnzooError("the checkpoint was trained from a custom nn.Module, not a registered model: "
                           "build the model yourself and pass it as load_checkpoint(path, model=...)")
     try:
-        return create_model(name, num_classes=int(meta["num_classes"]), in_chans=int(meta["in_chans"]),
-                            **(meta.get("model_kwargs") or {}))
+        return build_registered(name, num_classes=int(meta["num_classes"]), in_chans=int(meta["in_chans"]),
+                                **(meta.get("model_kwargs") or {}))
     except TypeError as e:  # model_kwargs the constructor does not take
         from .ckpt_check import build_error
 

@@ -268,10 +268,10 @@ def _registered_model(cfg: TrainConfig, data: ImageSet, stored: dict | None,
                       say: Callable[..., None]) -> tuple[nn.Module, int, list[str]]:
     """The registered net, with published weights (``--pretrained imagenet`` or a library's tag, through
     :mod:`cnnzoo.hub`) or a weights file, and a new head; a resumed run's own weights are loaded later."""
+    from ..factory import create_model
     from ..hub import build_kwargs, parse_pretrained
     from ..hub import load_weights as load_published
     from ..pretrained import read_state_dict
-    from ..registry import create_model
 
     parsed = parse_pretrained(cfg.pretrained)
     tag = parsed is not None and parsed[0] == "tag"
