@@ -49,3 +49,33 @@ def test_cli_names_the_missing_file_offline(tmp_path: Path, monkeypatch: pytest.
                "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and published_weights("resnet18").file_name in err[0]
+
+
+def test_random_resized_crops_train_deterministically(tmp_path: Path) -> None:
+    """--crop-scale: crops of the epoch's seeded boxes, the same run twice, and the fine-tuning recipe's."""
+    from cnnzoo.training.batches import epoch_boxes
+    from cnnzoo.training.config import resolve
+
+    runs = [train("lenet5_relu", "digits", crop_scale=0.5, epochs=1, train_subset=128, batch_size=32, out=tmp_path / n,
+                  progress=False, verbose=False) for n in ("a", "b")]
+    assert runs[0].steps == 4 and runs[0].config["crop_scale"] == 0.5
+    a, b = read_weights(tmp_path / "a" / "last"), read_weights(tmp_path / "b" / "last")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    boxes = epoch_boxes(0, 0, 500, 32, 32, 0.5, torch.device("cpu"))
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (32 * 32)
+    assert boxes.shape == (500, 4) and area.min() >= 0.45 and area.max() <= 1.0  # whole pixels round the area
+    assert resolve({"dataset": "folder:/x", "pretrained": "imagenet"}).crop_scale == 0.08
+    assert resolve({"dataset": "folder:/x"}).crop_scale is None
+
+
+def test_freeze_bn_keeps_the_running_statistics(tmp_path: Path) -> None:
+    from cnnzoo.factory import create_model
+
+    torch.manual_seed(0)
+    start = create_model("resnet20_cifar", num_classes=10, in_chans=1).state_dict()
+    train("resnet20_cifar", "digits", freeze_bn=True, epochs=1, train_subset=64, batch_size=32, img_size=8,
+          seed=0, out=tmp_path / "f", progress=False, verbose=False)
+    w = read_weights(tmp_path / "f" / "last")
+    stats = [k for k in w if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(w[k], start[k]) for k in stats)  # untouched, PreciseBN included
+    assert not torch.equal(w["conv1.weight"], start["conv1.weight"])  # the weights did train

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data import ImageSet
-from ..data.augment import CropFlipTable, crop_flip, normalize
+from ..data.augment import CropFlipTable, crop_flip, normalize, random_resized_crop, sample_crop_boxes
 from ..errors import CnnzooError
 
 TABLE_MAX_BYTES = 2 << 30  # a CropFlipTable up to 2 GiB (CIFAR-10/100: 384 MB, MNIST: 107 MB)
@@ -46,9 +46,17 @@ class BatchPrep:
         self.table, self._table_of = CropFlipTable(images, self.pad, self.hflip), images
         return True
 
-    def sample(self, images: Tensor, idx: Tensor, dy: Tensor, dx: Tensor, flip: Tensor) -> Tensor:
+    def sample(self, images: Tensor, idx: Tensor, dy: Tensor, dx: Tensor, flip: Tensor,
+               boxes: Tensor | None = None) -> Tensor:
         """The training batch ``images[idx]``, cropped, flipped, normalised: from the table when one was built
-        for ``images``, else index + :func:`crop_flip` (the same bytes either way)."""
+        for ``images``, else index + :func:`crop_flip` (the same bytes either way); with ``boxes`` (from
+        :func:`epoch_boxes`) random-resized crops of those boxes instead."""
+        if boxes is not None:
+            x = normalize(images.index_select(0, idx), self.mean, self.std)
+            x = random_resized_crop(x, self.size, boxes=boxes, flip=flip if self.hflip else None)
+            if self.expand:
+                x = x.expand(-1, 3, -1, -1)
+            return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
         if self.table is not None and images is self._table_of:
             return self._finish(self.table(idx, dy, dx, flip if self.hflip else None))
         return self(images.index_select(0, idx), dy, dx, flip)
@@ -80,3 +88,11 @@ def epoch_plan(seed: int, epoch: int, n: int, pad: int, hflip: bool,
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
     flip = torch.rand(n, generator=g) < 0.5 if hflip else torch.zeros(n, dtype=torch.bool)
     return tuple(t.to(device, non_blocking=True) for t in (perm, dy, dx, flip))
+
+
+def epoch_boxes(seed: int, epoch: int, n: int, h: int, w: int, min_scale: float,
+                device: torch.device) -> Tensor:
+    """The epoch's random-resized crop boxes (one per image, in sample order of the images themselves), from
+    their own seeded stream: :func:`epoch_plan`'s draws, and so runs without these crops, stay as they were."""
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch) + (1 << 40))
+    return sample_crop_boxes(n, h, w, scale=(float(min_scale), 1.0), generator=g).to(device, non_blocking=True)

@@ -71,6 +71,12 @@ class TrainConfig:
                                   default_text="the data's, moved into the model's accepted sizes")
     pad: int | None = option(None, "random-crop padding in pixels (0: no crops)", range=NONNEG_INT,
                              metavar="PIXELS", default_text="img_size // 8")
+    crop_scale: float | None = option(None, "random-resized crops instead of padded ones: each crop keeps a "
+                                      "random area fraction in [N, 1] of the image at an aspect of 3/4-4/3, "
+                                      "resized to the training size (torchvision's RandomResizedCrop, per "
+                                      "batch on the device)", range=Range(float, lo=0, hi=1, lo_open=True),
+                                      metavar="N", default_text="off, padded crops (--pad); 0.08 when "
+                                      "fine-tuning a folder")
     hflip: bool | None = option(None, "random horizontal flips", default_text="where they keep the label "
                                 "(not for digits)")
     init: str = option("default", "weight initialisation when training from scratch: default (the model's own), "
@@ -83,6 +89,8 @@ class TrainConfig:
                                     default_text="none: from scratch")
     freeze_backbone: bool = option(False, "with --pretrained: train only the new head (BatchNorm statistics "
                                    "of the backbone frozen too)")
+    freeze_bn: bool = option(False, "keep every BatchNorm's running statistics as they start (eval mode while "
+                             "training): for fine-tuning with tiny batches, whose statistics are noisy")
     backbone_lr_scale: float = option(0.1, "with --pretrained: the backbone learns at lr x this",
                                       range=NONNEG_FLOAT)
     aux_weight: float = option(0.3, "weight of GoogLeNet's auxiliary classifiers' losses (Szegedy et al. "
@@ -201,8 +209,10 @@ RECIPES: dict[str, dict] = {
     # own images: often few, often photos; AdamW is the forgiving choice (lower LR when fine-tuning)
     "folder": dict(epochs=10, batch_size=32, optimizer="adamw", lr=1e-3, weight_decay=0.05,
                    label_smoothing=0.1),
+    # fine-tuning: the augmentation the published ImageNet weights were trained with (torchvision's and
+    # timm's RandomResizedCrop, scale 0.08-1)
     "folder+pretrained": dict(epochs=5, batch_size=32, optimizer="adamw", lr=3e-4, weight_decay=0.05,
-                              label_smoothing=0.1, warmup_epochs=0.5),
+                              label_smoothing=0.1, warmup_epochs=0.5, crop_scale=0.08),
 }
 
 # The demo override: what `cnnzoo compare` (the README's main job, `make demo`) puts over the data set's recipe
