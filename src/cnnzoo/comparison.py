@@ -15,7 +15,6 @@ Image size: every model trains at ``max(S, its minimum input)`` (and at most its
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ from .errors import CnnzooError
 from .factory import create_model
 from .registry import list_models, model_info, resolve_name
 from .training.config import ALL_SMALL, PRESET_NAMES, PRESETS, CompareOptions, TrainConfig, demo_for, resolve
-from .training.rundir import RunLock, check_out_arg
+from .training.rundir import RunLock, check_out_arg, ensure_writable
 
 _ROW_FILE = "compare_row.json"
 
@@ -265,14 +264,7 @@ def _check_out(out: Path, dataset: str, resume: bool) -> None:
         if old.get("dataset") not in (None, dataset):
             raise CnnzooError(f"{out} holds a comparison on {old['dataset']}, not {dataset}: "
                               f"pick another --out")
-    try:
-        (out / "models").mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise CnnzooError(f"cannot write to output directory {str(out)!r} ({e.strerror or e}): "
-                          f"pass a writable --out") from e
+    ensure_writable(out / "models")
 
 
 def compare(models: str | list[str] | None = None, preset: str | None = None, *, cfg: TrainConfig | None = None,

@@ -41,6 +41,18 @@ def check_out_arg(out: str | os.PathLike | None, flag: str = "--out") -> Path | 
     return Path(out).expanduser()
 
 
+def ensure_writable(folder: Path) -> None:
+    """Create ``folder`` and prove it is writable before any work, or a one-line error naming it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise CnnzooError(f"cannot write to output directory {str(folder)!r} ({e.strerror or e}): "
+                          f"pass a writable --out") from e
+
+
 def _proc_start(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (clock ticks since boot, Linux ``/proc``), or ``None`` elsewhere:
     with it, a pid reused by an unrelated process is not mistaken for the lock's owner."""

@@ -25,7 +25,7 @@ from .batches import BatchPrep
 from .config import RunOptions, TrainConfig, warmup_steps
 from .distributed import DistContext
 from .init_schemes import apply_init
-from .rundir import LOCK_NAME, RunLock, check_out_arg, earlier_results, plan_run_dir
+from .rundir import LOCK_NAME, RunLock, check_out_arg, earlier_results, ensure_writable, plan_run_dir
 from .state import RunState
 
 
@@ -80,15 +80,8 @@ def default_out(cfg: TrainConfig) -> Path:
 
 
 def prepare_out(out: Path) -> None:
-    """Create the run folder and prove it is writable before any training starts."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise CnnzooError(f"cannot write to output directory {str(out)!r} ({e.strerror or e}): "
-                          f"pass a writable --out") from e
+    """Create the run folder and prove it is writable before any training starts; clear stale temp folders."""
+    ensure_writable(out)
     ck.clean_stale_tmp(out)
 
 
