@@ -296,7 +296,7 @@ def _torchvision_weights(name: str, builder: str, tag: str) -> PublishedWeights:
 def _fetch_torch_hub(pw: PublishedWeights, progress: bool) -> dict[str, Tensor]:
     import torch.hub
 
-    from .data.base import downloads_allowed
+    from .paths import downloads_allowed
 
     folder, path = pw.cache_dir, pw.cache_path
     put = f"put {pw.file_name} (from {pw.url}) in {folder}/"
@@ -424,7 +424,7 @@ def _hf_cached_file(pw: PublishedWeights) -> str | None:
 
 def _fetch_timm(pw: PublishedWeights, progress: bool) -> dict[str, Tensor]:
     timm = _need_timm(pw.name)
-    from .data.base import downloads_allowed
+    from .paths import downloads_allowed
 
     repo, folder = _hf_repo(pw), _hf_cache_dir()
     where = (f"on a machine with network run `hf download {repo}` and copy {pw.cache_path.name}/ into "

@@ -35,15 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _decoded_dirs(data_dir: str | None) -> list[Path]:
-    """Every folder decoded images may be cached in for this data root (see the module docstring)."""
-    if os.environ.get("CNNZOO_CACHE"):
-        return [Path(os.environ["CNNZOO_CACHE"]).expanduser()]
-    home = Path("~/.cache/cnnzoo").expanduser()
-    dirs = [home / "decoded"]
-    root = data_dir or os.environ.get("CNNZOO_DATA")
-    root_path = Path(root).expanduser() if root else home
-    dirs.insert(0, root_path / ".cnnzoo-cache")
-    return dirs
+    """Where this data root's folders are decoded to (:func:`cnnzoo.paths.cache_dir`), and the fallback."""
+    from ..paths import DEFAULT_ROOT, cache_dir
+
+    root = Path(data_dir or os.environ.get("CNNZOO_DATA") or DEFAULT_ROOT).expanduser()
+    return list(dict.fromkeys([cache_dir(root), cache_dir(None)]))
 
 
 def _weights_dirs() -> list[Path]:
