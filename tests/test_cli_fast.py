@@ -117,3 +117,11 @@ def test_lazy_api_still_works():
     assert set(cnnzoo.__all__) == {"CnnzooError", "InputSizeError", "UnknownModelError", *cnnzoo._LAZY}
     with pytest.raises(AttributeError):
         cnnzoo.no_such_thing  # noqa: B018
+
+
+def test_a_closed_pipe_is_not_an_error() -> None:
+    """``cnnzoo list | head -1``: the reader leaves early; no error line, exit 141 as other tools."""
+    p = subprocess.run(f"{sys.executable} -m cnnzoo list | head -1", shell=True, capture_output=True, text=True,
+                       executable="/bin/bash", env={**os.environ, "CNNZOO_OFFLINE": "1"}, timeout=300)
+    assert p.stdout.startswith("model") and len(p.stdout.splitlines()) == 1
+    assert p.stderr == ""

@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"cnnzoo {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `cnnzoo list | head`: the reader left; stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141
     except OSError as e:  # the OS said no (full disk, permission, read-only): one line, whatever the command
         if args.debug:
             raise
