@@ -79,3 +79,23 @@ def test_freeze_bn_keeps_the_running_statistics(tmp_path: Path) -> None:
     stats = [k for k in w if k.endswith(("running_mean", "running_var"))]
     assert stats and all(torch.equal(w[k], start[k]) for k in stats)  # untouched, PreciseBN included
     assert not torch.equal(w["conv1.weight"], start["conv1.weight"])  # the weights did train
+
+
+def test_weights_file_in_chans_come_from_the_first_conv_not_the_first_key(tmp_path: Path) -> None:
+    """A safetensors file sorts its keys: GoogLeNet's ``aux1.conv.conv.weight`` (512 inputs) comes before
+    ``conv1.conv.weight`` (3). The channel count of a --pretrained file is read from the net's first conv."""
+    from safetensors.torch import save_file
+
+    from cnnzoo import create_model
+    from cnnzoo.training.setup import first_conv_in_chans
+
+    net = create_model("googlenet", num_classes=2)
+    sd = {k: v.contiguous() for k, v in net.state_dict().items()}
+    assert next(k for k in sorted(sd) if sd[k].dim() == 4).startswith("aux1.")
+    assert first_conv_in_chans(dict(sorted(sd.items())), "googlenet", {}) == 3
+    save_file(sd, tmp_path / "w.safetensors")
+    r = train("googlenet", "digits", pretrained=str(tmp_path / "w.safetensors"), epochs=1, train_subset=16,
+              test_subset=16, batch_size=16, img_size=32, out=tmp_path / "run", progress=False, verbose=False)
+    assert r.steps == 1 and read_meta(tmp_path / "run" / "last")["in_chans"] == 3
+    w = read_weights(tmp_path / "run" / "last")
+    assert w["conv1.conv.weight"].shape == (64, 3, 7, 7) and w["fc.weight"].shape == (10, 1024)

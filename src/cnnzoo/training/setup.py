@@ -216,8 +216,20 @@ def load_data(cfg: TrainConfig, opts: RunOptions, dist: DistContext) -> tuple[Im
 
 
 # -------------------------------------------------------------------------------------------- model
-def first_conv_in_chans(sd: dict[str, Tensor]) -> int | None:
-    """Input channels of a state dict's first 4-D weight (a conv)."""
+def first_conv_in_chans(sd: dict[str, Tensor], model_name: str, model_kwargs: dict) -> int | None:
+    """Input channels the weights' first conv takes: found under the key of the registered net's first conv
+    in module order (a safetensors file sorts its keys, so GoogLeNet's ``aux1.conv`` comes before ``conv1``);
+    a file with other key names falls back to its first 4-D weight, and loading it then says what differs."""
+    from ..factory import create_model
+
+    with torch.device("meta"):
+        probe = create_model(model_name, **model_kwargs)
+    for name, m in probe.named_modules():
+        if isinstance(m, nn.Conv2d):
+            w = sd.get(f"{name}.weight")
+            if w is not None and w.dim() == 4:
+                return int(w.shape[1]) * m.groups
+            break
     return next((int(v.shape[1]) for v in sd.values() if v.dim() == 4), None)
 
 
@@ -269,11 +281,13 @@ def _registered_model(cfg: TrainConfig, data: ImageSet, stored: dict | None,
     parsed = parse_pretrained(cfg.pretrained)
     tag = parsed is not None and parsed[0] == "tag"
     pre_sd = read_state_dict(parsed[1]) if parsed and not tag and stored is None else None
-    in_chans = cfg.in_chans or (3 if tag else None) or (first_conv_in_chans(pre_sd) if pre_sd else None)
+    cfg.model_kwargs = {**build_kwargs(cfg.model, cfg.pretrained), **cfg.model_kwargs}  # e.g. GoogLeNet's
+    in_chans = cfg.in_chans or (3 if tag else None)
+    if not in_chans and pre_sd:
+        in_chans = first_conv_in_chans(pre_sd, cfg.model, cfg.model_kwargs)
     in_chans = in_chans or data.in_chans
     if stored is not None:
         in_chans = int(stored.get("in_chans", in_chans))
-    cfg.model_kwargs = {**build_kwargs(cfg.model, cfg.pretrained), **cfg.model_kwargs}  # e.g. GoogLeNet's
     net = create_model(cfg.model, num_classes=data.num_classes, in_chans=in_chans, **cfg.model_kwargs)
     apply_init(net, cfg.init)  # from scratch: before any pretrained weights are loaded
     heads = head_param_names(net)
