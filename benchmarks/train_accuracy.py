@@ -76,7 +76,8 @@ ROWS["ichallenge-vgg16-course-init"] = (COURSE_TARGETS["vgg16"], [*ROWS["ichalle
 for _seed in (1, 2):
     ROWS[f"ichallenge-alexnet-seed{_seed}"] = (COURSE_TARGETS["alexnet"], [*ROWS["ichallenge-alexnet"][1],
                                                                            "--seed", str(_seed)])
-ROWS["ichallenge-vgg16-seed1"] = (COURSE_TARGETS["vgg16"], [*ROWS["ichallenge-vgg16"][1], "--seed", "1"])
+for _net in ("vgg16", "resnet50"):
+    ROWS[f"ichallenge-{_net}-seed1"] = (COURSE_TARGETS[_net], [*ROWS[f"ichallenge-{_net}"][1], "--seed", "1"])
 # cnnzoo's own `folder` recipe (AdamW lr 1e-3, wd 0.05, cosine, warm-up, label smoothing, crops + flips,
 # 10 epochs, batch 32) on the same nets, held to the same figures
 for _net, _target in COURSE_TARGETS.items():
