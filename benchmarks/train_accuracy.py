@@ -69,9 +69,11 @@ for _net, _target in COURSE_TARGETS.items():
 for _net in ("googlenet", "resnet50"):
     ROWS[f"ichallenge-{_net}-precise-bn"] = (COURSE_TARGETS[_net], [*ROWS[f"ichallenge-{_net}"][1],
                                                                      "--precise-bn", "400"])
-# VGG-16 with the course framework's initialisation (He-normal fan-in convs, Xavier linears) instead of its
-# own (torchvision's Kaiming fan-out convs, N(0, 0.01) linears): does the init explain the course's figure?
-ROWS["ichallenge-vgg16-course-init"] = (COURSE_TARGETS["vgg16"], [*ROWS["ichallenge-vgg16"][1], "--init", "course"])
+# VGG-16 and ResNet-50 with the course framework's initialisation (He-normal fan-in convs, Xavier linears)
+# instead of their own (torchvision's): does the init explain the course's figures?
+for _net in ("vgg16", "resnet50"):
+    ROWS[f"ichallenge-{_net}-course-init"] = (COURSE_TARGETS[_net],
+                                              [*ROWS[f"ichallenge-{_net}"][1], "--init", "course"])
 # How far one seed's last epoch is from another's on 400 validation images (AlexNet: 3 min a run)
 for _seed in (1, 2):
     ROWS[f"ichallenge-alexnet-seed{_seed}"] = (COURSE_TARGETS["alexnet"], [*ROWS["ichallenge-alexnet"][1],
