@@ -128,7 +128,7 @@ def build_error(meta: dict, where: object, e: TypeError) -> CnnzooError:
                 "remove the arguments the model does not take (see its constructor), or restore the file")
 
 
-def _first_conv(net: nn.Module) -> tuple[str, int] | None:
+def first_conv(net: nn.Module) -> tuple[str, int] | None:
     """The weight name and group count of the net's first conv, in the order its modules are defined."""
     for name, m in net.named_modules():
         if isinstance(m, nn.Conv2d):
@@ -158,7 +158,7 @@ def validate_weights(meta: dict, weights: dict[str, Tensor], model: nn.Module | 
     if model is None:
         return
     own = model.state_dict()
-    first = _first_conv(model)
+    first = first_conv(model)
     in_chans = meta.get("in_chans")
     if first is not None and first[0] in weights and in_chans is not None:
         key, groups = first

@@ -221,15 +221,13 @@ def first_conv_in_chans(sd: dict[str, Tensor], model_name: str, model_kwargs: di
     in module order (a safetensors file sorts its keys, so GoogLeNet's ``aux1.conv`` comes before ``conv1``);
     a file with other key names falls back to its first 4-D weight, and loading it then says what differs."""
     from ..factory import create_model
+    from .ckpt_check import first_conv
 
     with torch.device("meta"):
-        probe = create_model(model_name, **model_kwargs)
-    for name, m in probe.named_modules():
-        if isinstance(m, nn.Conv2d):
-            w = sd.get(f"{name}.weight")
-            if w is not None and w.dim() == 4:
-                return int(w.shape[1]) * m.groups
-            break
+        first = first_conv(create_model(model_name, **model_kwargs))
+    w = sd.get(first[0]) if first else None
+    if w is not None and w.dim() == 4:
+        return int(w.shape[1]) * first[1]
     return next((int(v.shape[1]) for v in sd.values() if v.dim() == 4), None)
 
 
