@@ -110,8 +110,8 @@ def test_decode_cache_is_used_and_invalidated(tmp_path, cache, monkeypatch):
     make_messy_tree(root)
     first = load_folder(root, "train", img_size=16)
     calls = []
-    real = folder_mod.decode_files
-    monkeypatch.setattr(folder_mod, "decode_files", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = folder_mod.iter_decoded
+    monkeypatch.setattr(folder_mod, "iter_decoded", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = load_folder(root, "train", img_size=16)
     assert calls == [] and torch.equal(first.images, again.images) and again.skipped == first.skipped
     _rgb(seed=11).save(root / "train" / "cat" / "new.png")  # a new file changes the cache key

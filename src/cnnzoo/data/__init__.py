@@ -6,9 +6,10 @@ augmentation the training engine uses; ``images.load_image`` prepares a single f
 
 from __future__ import annotations
 
+from .arrays import pixel_stats
 from .base import ImageSet, cache_dir, data_root
 from .datasets import DATASETS, DatasetInfo, canonical_name, dataset_info, list_datasets, load_dataset
-from .folder import load_folder, pixel_stats
+from .folder import load_folder
 from .idx import parse_idx, read_idx
 from .images import RESIZE_POLICY, decode_file, load_image
 

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..paths import DEFAULT_ROOT, cache_dir, data_root, downloads_allowed
+from .arrays import take_rows
 
 __all__ = ["DEFAULT_ROOT", "ImageSet", "cache_dir", "data_root", "downloads_allowed"]
 
@@ -35,6 +36,7 @@ class ImageSet:
     paths: list[str] | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    mapped: bool = False  # images are a memory map of a file (a decoded folder): never copy them whole
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -66,7 +68,7 @@ class ImageSet:
         else:
             idx = torch.as_tensor(index, dtype=torch.long)
         paths = [self.paths[i] for i in idx.tolist()] if self.paths is not None else None
-        return replace(self, images=self.images[idx], labels=self.labels[idx], paths=paths)
+        return replace(self, images=take_rows(self.images, idx), labels=self.labels[idx], paths=paths)
 
     def class_counts(self) -> list[int]:
         return torch.bincount(self.labels, minlength=self.num_classes).tolist()

@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CnnzooError
+from .arrays import pixel_stats
 from .base import ImageSet, data_root, downloads_allowed
-from .folder import load_folder, pixel_stats
+from .folder import load_folder
 from .idx import read_idx
 
 MNIST_CLASSES = [str(i) for i in range(10)]

@@ -10,17 +10,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import statistics
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from ..errors import CnnzooError
+from .arrays import NPY_HEADER_BYTES, chunk_rows, convert_channels, npy_header, pixel_stats, row_chunks, scratch_dir
 from .base import ImageSet, cache_dir
-from .images import decode_files, header_size, is_image_name
+from .images import DECODE_CHUNK, header_size, is_image_name, iter_decoded
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 TRAIN_NAMES = ("train", "training")
 TEST_NAMES = ("test", "val", "valid", "validation")
 SPLIT_SEED, SPLIT_TEST_FRACTION = 0, 0.2
@@ -50,9 +54,16 @@ def _split_dirs(root: Path) -> tuple[Path | None, Path | None]:
 
 
 def _class_files(class_dir: Path) -> tuple[list[Path], list[Path]]:
-    """Image files (any depth, sorted) and other files under one class folder; hidden files are left out."""
+    """Image files (any depth, sorted) and other files under one class folder; hidden files are left out.
+    Symlinked sub-folders are followed, each real folder once (a link back up the tree is not a loop)."""
     images, other = [], []
-    for dirpath, dirnames, filenames in os.walk(class_dir):
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in sorted(filenames):
             if f.startswith("."):
@@ -137,27 +148,157 @@ def _signature(items: list[tuple[Path, int]], key: str) -> str:
     for p, y in items:
         try:
             st = p.stat()
-            h.update(os.fsencode(p) + f"\0{y}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            # ctime and inode too: a rewrite that keeps the size and restores the mtime still changes them
+            h.update(os.fsencode(p) + f"\0{y}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\n"
+                     .encode())
         except OSError:  # os.fsencode: a name that is not valid UTF-8 hashes as its bytes (no UnicodeEncodeError)
             h.update(os.fsencode(p) + f"\0{y}\0missing\n".encode())
     return h.hexdigest()[:20]
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+class _NpyAppender:
+    """Decoded images appended, in order, to a ``.npy`` file whose header is written when the count is known.
+
+    The channel count is that of the first readable image's chunk: 3 if any image in it is in colour, else 1;
+    a colour image after an all-grey start rewrites the rows so far as RGB, chunk by chunk (a folder is grey
+    only if every readable image is).
+    """
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path, self.size, self.n, self.chans = path, size, 0, 0
+        self.f = open(path, "wb")  # noqa: SIM115 - closed in finish()/close()
+        self.f.write(b"\0" * NPY_HEADER_BYTES)
+
+    def append(self, results: list[tuple[np.ndarray | None, bool, str]]) -> None:
+        good = [r for r in results if r[0] is not None]
+        if not good:
+            return
+        colour = any(not gray for _, gray, _ in good)
+        if self.chans == 0:
+            self.chans = 3 if colour else 1
+        elif self.chans == 1 and colour:
+            self._grey_to_rgb()
+        for arr, _, _ in good:
+            self.f.write((arr if arr.shape[0] == self.chans else np.repeat(arr, 3, axis=0)).tobytes())
+        self.n += len(good)
+
+    def _grey_to_rgb(self) -> None:
+        """Rewrite the grey rows so far as RGB into a new file that takes this one's place."""
+        self.f.flush()
+        old = np.memmap(self.path, dtype=np.uint8, mode="r", offset=NPY_HEADER_BYTES,
+                        shape=(self.n, 1, self.size, self.size)) if self.n else None
+        tmp = self.path.with_name(self.path.name + ".rgb")
+        with open(tmp, "wb") as g:
+            g.write(b"\0" * NPY_HEADER_BYTES)
+            for s in row_chunks(self.n, 4 * self.size * self.size):
+                g.write(np.repeat(np.asarray(old[s]), 3, axis=1).tobytes())
+        del old
+        self.f.close()
+        os.replace(tmp, self.path)
+        self.f = open(self.path, "r+b")  # noqa: SIM115 - not "ab": finish() must write the header at the start
+        self.f.seek(0, os.SEEK_END)
+        self.chans = 3
+
+    def finish(self) -> None:
+        """Write the header for the rows appended and make the file durable."""
+        self.f.seek(0)
+        self.f.write(npy_header((self.n, self.chans or 3, self.size, self.size)))
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _decode_to_npy(items: list[tuple[Path, int]], size: int, path: Path, progress: bool,
+                   desc: str) -> tuple[list[int], list[tuple[str, str]]]:
+    """Decode ``items`` straight into the ``.npy`` at ``path`` (never all in memory): the kept indices and the
+    skipped ``(path, reason)`` pairs."""
+    out = _NpyAppender(path, size)
+    ok: list[int] = []
+    skipped: list[tuple[str, str]] = []
+    chunk = max(1, min(DECODE_CHUNK, chunk_rows(3 * size * size)))
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        i = 0
+        for res in iter_decoded([str(p) for p, _ in items], size, progress=progress, desc=desc, chunk=chunk):
+            out.append(res)
+            for arr, _, why in res:
+                if arr is None:
+                    skipped.append((str(items[i][0]), why))
+                else:
+                    ok.append(i)
+                i += 1
+        out.finish()
+    except BaseException:
+        out.close()
+        path.unlink(missing_ok=True)
+        raise
+    return ok, skipped
+
+
+def _decode_cached(root: Path, items: list[tuple[Path, int]], other: list[Path], classes: list[str], how: str,
+                   size: int, npy: Path, meta_path: Path, use_cache: bool, progress: bool, desc: str
+                   ) -> tuple[np.ndarray, dict]:
+    """Decode a split into the cache (atomically: a temporary name, renamed in) or, when the cache cannot be
+    written, into an unlinked scratch file; returns the memory-mapped images and their metadata."""
+    cdir = npy.parent
+    try:
+        if not use_cache:
+            raise PermissionError("no cache")
+        cdir.mkdir(parents=True, exist_ok=True)
+        tmp = cdir / f".tmp-{os.getpid()}-{npy.name}"
+        keep = True
+    except OSError:  # a read-only cache location only costs speed: decode into a scratch file
+        fd, name = tempfile.mkstemp(prefix=".cnnzoo-decode-", suffix=".npy", dir=scratch_dir(None))
+        os.close(fd)
+        tmp, keep = Path(name), False
+    try:
+        _check_disk(tmp.parent, len(items) * 3 * size * size, len(items), size, keep)
+        ok, skipped = _decode_to_npy(items, size, tmp, progress, desc)
+        meta = {"labels": [items[i][1] for i in ok], "paths": [str(items[i][0]) for i in ok],
+                "skipped": skipped, "ignored": [str(p) for p in other], "classes": classes, "split_from": how}
+        images = np.load(tmp, mmap_mode="c")
+        if len(images):  # one chunked pass while the pages are hot; a cached start then reads them from meta
+            meta["mean"], meta["std"] = pixel_stats(images)
+        if keep:
+            try:
+                os.replace(tmp, npy)
+                mtmp = meta_path.with_name(f".tmp-{os.getpid()}-{meta_path.name}")
+                mtmp.write_text(json.dumps(meta))
+                os.replace(mtmp, meta_path)
+            except OSError:
+                pass  # the map stays valid: only the next run's speed is lost
     finally:
         if tmp.exists():
-            tmp.unlink()
+            tmp.unlink()  # the memory map keeps the data while it is in use
+    return images, meta
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.save(f, arr)
-        f.flush()
-        os.fsync(f.fileno())
+def _check_disk(where: Path, need: int, n: int, size: int, cache: bool) -> None:
+    """Refuse to decode when the folder's decoded images (at most ``need`` bytes) cannot fit on the disk."""
+    from ..fmt import human
+
+    free = shutil.disk_usage(where).free
+    if need > free:
+        what = "the decode cache" if cache else "scratch space"
+        raise CnnzooError(f"{n:,} images decoded at {size}x{size} need up to {human(need, 'B')} of {what} in "
+                          f"{where}, where {human(free, 'B')} is free: free space there, set CNNZOO_CACHE to a "
+                          f"folder on a larger disk, or use a smaller --img-size")
+
+
+def _load_cached(npy: Path, meta_path: Path) -> tuple[np.ndarray, dict] | None:
+    """A split's decode cache, memory-mapped copy-on-write (pages in lazily), or None when absent or broken."""
+    if not (npy.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        images = np.load(npy, mmap_mode="c")
+        if images.ndim != 4 or images.dtype != np.uint8 or images.shape[0] != len(meta["labels"]):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return images, meta
 
 
 def load_folder(
@@ -174,9 +315,10 @@ def load_folder(
 ) -> ImageSet:
     """One split of an image folder as an :class:`ImageSet` at ``img_size`` (default: :func:`default_size`).
 
-    ``mean``/``std`` default to the split's own pixel statistics; the training engine always normalises with
-    the training split's. ``in_chans`` forces 1 or 3 channels; by default a folder is grey (1 channel)
-    only if every readable image is grey.
+    The images are a memory map of the decode cache, so a folder larger than RAM trains: the page cache, not
+    the process, holds them. ``mean``/``std`` default to the split's own pixel statistics; the training engine
+    always normalises with the training split's. ``in_chans`` forces 1 or 3 channels; by default a folder is
+    grey (1 channel) only if every readable image is grey.
     """
     root = Path(path).expanduser().resolve()
     name = name or f"folder:{root}"
@@ -185,40 +327,29 @@ def load_folder(
     if size < 1:
         raise CnnzooError(f"img_size must be >= 1, got {size}")
     key = f"v{CACHE_VERSION}|{root}|{split}|{size}|{how}"
-    sig = _signature(items, key)
+    stem = f"{root.name}-{split}-{size}-{_signature(items, key)}"
     cdir = cache_dir(data_root)
-    stem = f"{root.name}-{split}-{size}-{sig}"
     npy, meta_path = cdir / f"{stem}.npy", cdir / f"{stem}.json"
-    meta = None
-    if use_cache and npy.is_file() and meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-            images = np.load(npy, mmap_mode="c")  # copy-on-write map: pages in lazily, no full read
-            if images.shape[0] != len(meta["labels"]):
-                meta = None
-        except (OSError, ValueError, KeyError):
-            meta = None
-    if meta is None:
-        results = decode_files([str(p) for p, _ in items], size, progress=progress,
-                               desc=f"decoding {root.name}/{split}")
-        ok = [i for i, r in enumerate(results) if r[0] is not None]
-        skipped = [(str(items[i][0]), results[i][2]) for i, r in enumerate(results) if r[0] is None]
-        gray = bool(ok) and all(results[i][1] for i in ok)
-        chans = 1 if gray else 3
-        images = np.empty((len(ok), chans, size, size), dtype=np.uint8)
-        for j, i in enumerate(ok):
-            arr = results[i][0]
-            images[j] = arr if arr.shape[0] == chans else np.repeat(arr, 3, axis=0)
-        meta = {"labels": [items[i][1] for i in ok], "paths": [str(items[i][0]) for i in ok],
-                "skipped": skipped, "ignored": [str(p) for p in other], "classes": classes, "split_from": how}
-        if use_cache:
-            try:
-                cdir.mkdir(parents=True, exist_ok=True)
-                _write_atomic(npy, lambda p: _save_npy(p, images))
-                _write_atomic(meta_path, lambda p: p.write_text(json.dumps(meta)))
-            except OSError:
-                pass  # a read-only cache location only costs speed
+    cached = _load_cached(npy, meta_path) if use_cache else None
+    images, meta = cached if cached is not None else _decode_cached(
+        root, items, other, classes, how, size, npy, meta_path, use_cache, progress, f"decoding {root.name}/{split}")
     labels = torch.tensor(meta["labels"], dtype=torch.int64)
+    _check_split(root, split, how, items, classes, labels, meta)
+    x = torch.from_numpy(images)
+    stats = (meta.get("mean"), meta.get("std"))
+    if in_chans is not None and in_chans != x.shape[1]:
+        x, stats = convert_channels(x, in_chans, cdir), (None, None)
+    if mean is None or std is None:
+        mean, std = stats if None not in stats else pixel_stats(x)
+    return ImageSet(images=x, labels=labels, classes=classes, mean=tuple(mean), std=tuple(std), name=name,
+                    split=split, hflip=True, source=str(root), paths=meta["paths"],
+                    skipped=[tuple(s) for s in meta["skipped"]], ignored=meta["ignored"], mapped=True)
+
+
+def _check_split(root: Path, split: str, how: str, items: list[tuple[Path, int]], classes: list[str],
+                 labels: Tensor, meta: dict) -> None:
+    """Refuse a training split with an empty class and a split with no readable image, saying what to do;
+    warn when the held-out split lacks some training classes."""
     counts = torch.bincount(labels, minlength=len(classes)).tolist()
     empty = [c for c, n in zip(classes, counts, strict=True) if n == 0]
     if split == "train" and empty:
@@ -234,25 +365,10 @@ def load_folder(
                 f"(5 or more per class), or give separate train/ and val/ folders")
         raise CnnzooError(f"no readable image in the {split} split of {root}: add images to it (the "
                           f"{len(meta.get('skipped') or [])} file(s) there are unreadable or missing)")
-    x = torch.from_numpy(images)
-    if in_chans is not None and in_chans != x.shape[1]:
-        if in_chans == 3:
-            x = x.repeat(1, 3, 1, 1)
-        else:  # ITU-R 601 luma, as Pillow's "L"
-            luma = x[:, :1].float() * 0.299 + x[:, 1:2] * 0.587 + x[:, 2:3] * 0.114
-            x = luma.round().clamp(0, 255).to(torch.uint8)
-    if mean is None or std is None:
-        mean, std = pixel_stats(x)
-    return ImageSet(images=x, labels=labels, classes=classes, mean=tuple(mean), std=tuple(std), name=name,
-                    split=split, hflip=True, source=str(root), paths=meta["paths"],
-                    skipped=[tuple(s) for s in meta["skipped"]], ignored=meta["ignored"])
+    if split != "train" and empty:
+        import warnings
 
+        from ..errors import CnnzooWarning
 
-def pixel_stats(x: torch.Tensor, max_images: int = 10000) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean/std in [0, 1] of a uint8 (N, C, H, W) tensor (on a fixed subset of large sets)."""
-    if x.shape[0] > max_images:
-        x = x[torch.linspace(0, x.shape[0] - 1, max_images).long()]
-    xf = x.to(torch.float64) / 255.0
-    mean = xf.mean(dim=(0, 2, 3))
-    std = xf.std(dim=(0, 2, 3)).clamp_min(1e-3)
-    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
+        warnings.warn(f"the held-out split of {root} ({how}) has no image of {len(empty)} training class(es) "
+                      f"({', '.join(empty[:5])}): its accuracy does not cover them", CnnzooWarning, stacklevel=3)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import stat
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -155,40 +155,63 @@ def _decode_chunk(args: tuple[list[str], int | None]) -> list[tuple[np.ndarray |
     return [decode_file(p, size) for p in paths]
 
 
-def decode_files(paths: Sequence[str], size: int, workers: int | None = None,
-                 progress: bool = False, desc: str = "decoding") -> list[tuple[np.ndarray | None, bool, str]]:
-    """Decode many files with a process pool (chunks of files per task, so the overhead stays small)."""
+DECODE_CHUNK = 256  # files per worker task: small enough to bound memory, large enough to amortise pickling
+
+
+def iter_decoded(paths: Sequence[str], size: int | None, workers: int | None = None, progress: bool = False,
+                 desc: str = "decoding", chunk: int = DECODE_CHUNK
+                 ) -> Iterator[list[tuple[np.ndarray | None, bool, str]]]:
+    """Decode ``paths`` in order, yielding one list of :func:`decode_file` results per chunk of files.
+
+    A process pool decodes on every core (fork start: the workers only run Pillow and numpy, so start-up is
+    instant), with at most two chunks per worker in flight, so memory holds a few chunks whatever the folder's
+    size. The progress bar shows images/s and the time left.
+    """
     n = len(paths)
     workers = min(os.cpu_count() or 1, 8) if workers is None else workers
-    chunk = 256
-    chunks = [(list(paths[i:i + chunk]), size) for i in range(0, n, chunk)]
+    tasks = ((list(paths[i:i + chunk]), size) for i in range(0, n, chunk))
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, desc=desc, unit="img", leave=False, dynamic_ncols=True)
-    out: list[tuple[np.ndarray | None, bool, str]] = []
-    if workers <= 1 or n < 2000:
-        for c in chunks:
-            out += _decode_chunk(c)
-            if bar is not None:
-                bar.update(len(c[0]))
-    else:
+    try:
+        if workers <= 1 or n < 2000:
+            for t in tasks:
+                res = _decode_chunk(t)
+                if bar is not None:
+                    bar.update(len(res))
+                yield res
+            return
         import multiprocessing as mp
+        from collections import deque
 
-        # fork: the workers only run Pillow/numpy, so the parent's torch threads do not matter, and start-up
-        # is instant (spawn would re-import torch in every worker).
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # "fork() in a multi-threaded process"
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-                for c, res in zip(chunks, ex.map(_decode_chunk, chunks), strict=True):
-                    out += res
+                pending: deque = deque()
+                for t in tasks:
+                    pending.append(ex.submit(_decode_chunk, t))
+                    if len(pending) >= 2 * workers:
+                        res = pending.popleft().result()
+                        if bar is not None:
+                            bar.update(len(res))
+                        yield res
+                while pending:
+                    res = pending.popleft().result()
                     if bar is not None:
-                        bar.update(len(c[0]))
-    if bar is not None:
-        bar.close()
-    return out
+                        bar.update(len(res))
+                    yield res
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def decode_files(paths: Sequence[str], size: int, workers: int | None = None,
+                 progress: bool = False, desc: str = "decoding") -> list[tuple[np.ndarray | None, bool, str]]:
+    """Decode a (small) list of files into one list: :func:`iter_decoded` for folders that may be large."""
+    return [r for res in iter_decoded(paths, size, workers, progress, desc) for r in res]
 
 
 def load_image(path: str | os.PathLike, size: int, in_chans: int = 3) -> np.ndarray:

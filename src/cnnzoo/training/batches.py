@@ -32,14 +32,15 @@ class BatchPrep:
         self.mean = torch.tensor(mean[:c], dtype=torch.float32, device=device)
         self.std = torch.tensor(std[:c], dtype=torch.float32, device=device)
         self.native, self.size, self.pad, self.hflip = data.img_size, img_size, pad, hflip
-        self.channels_last = channels_last
+        self.channels_last, self.device = channels_last, device
+        self.mapped = data.mapped  # a memory-mapped folder: gather per batch, never lay the whole set out again
         self.table: CropFlipTable | None = None
         self._table_of: Tensor | None = None
 
     def build_table(self, images: Tensor, max_bytes: int = TABLE_MAX_BYTES) -> bool:
         """Lay ``images`` out as a :class:`CropFlipTable` for :meth:`sample` if it takes at most ``max_bytes``
         (the small in-memory data sets; a large memory-mapped folder keeps the per-batch gather)."""
-        if self.pad == 0 and not self.hflip:
+        if (self.pad == 0 and not self.hflip) or self.mapped:
             return False
         if CropFlipTable.nbytes_for(images, self.pad, self.hflip) > max_bytes:
             return False
@@ -52,17 +53,28 @@ class BatchPrep:
         for ``images``, else index + :func:`crop_flip` (the same bytes either way); with ``boxes`` (from
         :func:`epoch_boxes`) random-resized crops of those boxes instead."""
         if boxes is not None:
-            x = normalize(images.index_select(0, idx), self.mean, self.std)
+            x = normalize(self._gather(images, idx), self.mean, self.std)
             x = random_resized_crop(x, self.size, boxes=boxes, flip=flip if self.hflip else None)
             if self.expand:
                 x = x.expand(-1, 3, -1, -1)
             return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
         if self.table is not None and images is self._table_of:
             return self._finish(self.table(idx, dy, dx, flip if self.hflip else None))
-        return self(images.index_select(0, idx), dy, dx, flip)
+        return self(self._gather(images, idx), dy, dx, flip)
+
+    def _gather(self, images: Tensor, idx: Tensor) -> Tensor:
+        """``images[idx]`` on the model's device; a set kept on the CPU (memory-mapped) is gathered there and
+        sent over from pinned memory."""
+        if images.device == idx.device:
+            return images.index_select(0, idx)
+        x = images.index_select(0, idx.to(images.device))
+        if self.device.type == "cuda":
+            x = x.pin_memory()
+        return x.to(self.device, non_blocking=True)
 
     def __call__(self, x: Tensor, dy: Tensor | None = None, dx: Tensor | None = None,
                  flip: Tensor | None = None) -> Tensor:
+        x = x.to(self.device, non_blocking=True)
         if dy is not None and dx is not None:
             x = crop_flip(x, dy, dx, flip if self.hflip else None, self.pad)
         return self._finish(x)

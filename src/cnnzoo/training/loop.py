@@ -249,12 +249,12 @@ def evaluate_tensors(net: nn.Module, x: Tensor, y: Tensor, prep: BatchPrep, batc
     rank, world = (dist.rank, dist.world) if dist else (0, 1)
     was_training = net.training
     net.eval()
-    dev = x.device
+    dev = y.device  # the images may stay on the CPU (a memory-mapped folder); labels and sums are on the device
     loss = torch.zeros((), dtype=torch.float64, device=dev)
     top1 = torch.zeros((), dtype=torch.long, device=dev)
     top5 = torch.zeros((), dtype=torch.long, device=dev)
     cm = torch.zeros(num_classes * num_classes, dtype=torch.long, device=dev) if confusion else None
-    idx = torch.arange(rank, x.shape[0], world, device=dev)
+    idx = torch.arange(rank, x.shape[0], world, device=x.device)
     k = min(5, num_classes)
     for i in range(0, idx.numel(), batch_size):
         b = idx[i:i + batch_size]

@@ -161,33 +161,39 @@ def available_memory(device: torch.device) -> int | None:
     return None
 
 
-def check_memory(model_name: str | None, in_chans: int, size: int, batch: int, device: torch.device,
-                 folder_images: int = 0) -> None:
-    """Refuse, before any decoding or training, a run that cannot fit in memory: a folder decoded at
-    ``size`` (uint8, every image of both splits) or one training batch's activations (the outputs of the
-    net's layers for ``batch`` images at ``size``, from :func:`cnnzoo.summary` on the meta device; backward
-    needs more, so this only stops the runs that surely fail, which would otherwise die to the OOM killer
-    or a CUDA out-of-memory error partway through)."""
-    free = available_memory(device)
-    if not free:
-        return
-    gib = 1 << 30
-    cache = folder_images * in_chans * size * size
-    if cache > free:
-        raise CnnzooError(f"--img-size {size}: the folder's {folder_images:,} images decoded at {size}x{size} take "
-                          f"{cache / gib:.1f} GiB, more than the {free / gib:.1f} GiB free: use a smaller --img-size")
-    if not model_name:
-        return
+def run_peak_bytes(model_name: str, in_chans: int, size: int, batch: int, optimizer: str = "sgd") -> int | None:
+    """An estimate of a training run's peak memory beyond its data: weights, gradients and optimizer state
+    (two moments for AdamW, one momentum buffer for SGD), and one batch's input and layer outputs kept for
+    backward plus their gradients (``2 x`` the outputs, from :func:`cnnzoo.summary` on the meta device)."""
     from ..analysis import resolve_model, summary  # deferred: analysis pulls in the tracer and the registry
 
     try:
         s = summary(resolve_model(model_name, device="meta", in_chans=in_chans), (in_chans, size, size))
     except CnnzooError:  # e.g. a size below the net's minimum: the model's own check reports it later
+        return None
+    states = 2 if optimizer == "adamw" else 1
+    return s.param_bytes * (2 + states) + s.buffer_bytes + batch * (2 * s.activation_bytes + s.input_bytes)
+
+
+def check_memory(model_name: str | None, in_chans: int, size: int, batch: int, device: torch.device,
+                 data_bytes: int = 0, optimizer: str = "sgd") -> None:
+    """Refuse, before any decoding or training, a run whose estimated peak (:func:`run_peak_bytes`, plus
+    ``data_bytes`` of data held in memory) exceeds the memory free on ``device``: it would otherwise die to the
+    OOM killer or a CUDA out-of-memory error partway through. A decoded image folder is a memory map of its
+    cache on disk, so it counts here only through its chunk buffers; the disk it needs is checked where it is
+    decoded."""
+    free = available_memory(device)
+    if not free or not model_name:
         return
-    need = batch * (s.activation_bytes + s.input_bytes)
+    gib = 1 << 30
+    model = run_peak_bytes(model_name, in_chans, size, batch, optimizer)
+    if model is None:
+        return
+    need = model + data_bytes
     if need > free:
-        raise CnnzooError(f"--img-size {size} with --batch-size {batch}: {model_name}'s layer outputs for one "
-                          f"training batch take {need / gib:.1f} GiB, more than the {free / gib:.1f} GiB free on "
+        raise CnnzooError(f"--img-size {size} with --batch-size {batch}: {model_name} needs about "
+                          f"{need / gib:.1f} GiB to train ({model / gib:.1f} GiB for its weights, optimizer state "
+                          f"and one batch's activations), more than the {free / gib:.1f} GiB free on "
                           f"{device.type}: use a smaller --img-size or --batch-size")
 
 
@@ -198,15 +204,16 @@ def load_data(cfg: TrainConfig, opts: RunOptions, dist: DistContext) -> tuple[Im
     if cfg.dataset.startswith("folder:"):  # one scan of the folder: its default size, image and class counts
         info = dataset_info(cfg.dataset, opts.data_dir, img_size=cfg.img_size or None)
         size = choose_img_size(cfg, name, info.img_size)
-        check_memory(name, cfg.in_chans or info.in_chans, size, local_batch, dev,
-                     folder_images=info.train_size + info.test_size)
+        check_memory(name, cfg.in_chans or info.in_chans, size, local_batch, dev, optimizer=cfg.optimizer)
         train_set = load_dataset(cfg.dataset, "train", opts.data_dir, img_size=size, progress=progress)
         test_set = load_dataset(cfg.dataset, "test", opts.data_dir, img_size=size, progress=progress)
     else:
         train_set = load_dataset(cfg.dataset, "train", opts.data_dir)
         test_set = load_dataset(cfg.dataset, "test", opts.data_dir)
         size = choose_img_size(cfg, name, train_set.img_size)
-        check_memory(name, cfg.in_chans or train_set.in_chans, size, local_batch, dev)
+        held = sum(ds.images.numel() for ds in (train_set, test_set) if not ds.mapped)
+        check_memory(name, cfg.in_chans or train_set.in_chans, size, local_batch, dev,
+                     data_bytes=0 if dev.type == "cpu" else held, optimizer=cfg.optimizer)
     for ds, n in ((train_set, cfg.train_subset), (test_set, cfg.test_subset)):
         if n and n < len(ds):
             g = torch.Generator().manual_seed(cfg.seed + (0 if ds is train_set else 1))
@@ -369,8 +376,11 @@ def wrap_ddp(net: nn.Module, cfg: TrainConfig, dist: DistContext) -> tuple[nn.Mo
     return net, nn.parallel.DistributedDataParallel(net, device_ids=[dist.device.index] if cuda else None)
 
 
-def to_device(t: Tensor, dev: torch.device) -> Tensor:
-    """One copy onto ``dev`` (from pinned memory on CUDA)."""
+def to_device(t: Tensor, dev: torch.device, mapped: bool = False) -> Tensor:
+    """One copy onto ``dev`` (from pinned memory on CUDA); a memory-mapped set stays where it is (batches are
+    gathered from it and sent over one at a time)."""
+    if mapped:
+        return t
     if dev.type == "cuda":
         t = t.pin_memory()
     return t.to(dev, non_blocking=True)
@@ -401,8 +411,8 @@ def setup(cfg: TrainConfig, opts: RunOptions, dist: DistContext, out_dir: Path,
     opt = make_optimizer(param_groups(net, cfg, set(heads)), cfg, plan)
     scaler = torch.amp.GradScaler("cuda") if plan.grad_scaler else None
     net, model = wrap_ddp(net, cfg, dist)
-    xtr, ytr = to_device(train_set.images, dev), to_device(train_set.labels, dev)
-    xte, yte = to_device(test_set.images, dev), to_device(test_set.labels, dev)
+    xtr, ytr = to_device(train_set.images, dev, train_set.mapped), to_device(train_set.labels, dev)
+    xte, yte = to_device(test_set.images, dev, test_set.mapped), to_device(test_set.labels, dev)
     hflip = train_set.hflip if cfg.hflip is None else bool(cfg.hflip)
     pad = cfg.pad if cfg.pad is not None else max(0, train_set.img_size // 8)
     mean, std = input_normalisation(cfg, train_set)
