@@ -107,7 +107,8 @@ def predict(
     as classes and their evaluation transform (shorter side to ``resize``, centre ``crop``, mean, std).
     """
     from .data import ImageSet
-    from .data.images import decode_files, match_channels
+    from .data.augment import center_crop
+    from .data.images import DECODE_CHUNK, iter_decoded, match_channels
     from .ranges import POSITIVE_INT
     from .training import load_checkpoint
     from .training.batches import BatchPrep
@@ -137,41 +138,41 @@ def predict(
     if crop is not None:
         data_size = int(meta["resize"])
 
-    decoded = decode_files([str(f) for f in files], data_size, progress=False)
+    ids = image_ids(files)
+    k = min(topk, len(classes))
+    preds: list[Prediction] = []
     skipped: list[tuple[str, str]] = []
-    good: list[tuple[Path, np.ndarray]] = []
-    for f, (arr, _, why) in zip(files, decoded, strict=True):
-        if arr is None:
-            skipped.append((str(f), why))
-        else:
-            good.append((f, match_channels(arr, data_chans)))
-    if not good:  # one line, not a warning per file before it
+    # decoded a chunk at a time (on every core), so a folder of any size is predicted in bounded memory
+    chunk = max(batch_size, DECODE_CHUNK)
+    decoded = iter_decoded([str(f) for f in files], data_size, chunk=chunk)
+    with torch.inference_mode():
+        for start, results in zip(range(0, len(files), chunk), decoded, strict=True):
+            good = []
+            for f, (arr, _, why) in zip(files[start:start + chunk], results, strict=True):
+                if arr is None:
+                    skipped.append((str(f), why))
+                else:
+                    good.append((f, match_channels(arr, data_chans)))
+            for i in range(0, len(good), batch_size):
+                part = good[i:i + batch_size]
+                x = torch.from_numpy(np.stack([a for _, a in part]))
+                if crop is not None and x.shape[-1] > crop:
+                    x = center_crop(x, crop).contiguous()
+                batch = ImageSet(images=x, labels=torch.zeros(len(part), dtype=torch.long), classes=classes,
+                                 mean=mean, std=std, name="predict", split="predict")
+                prep = BatchPrep(batch, size, in_chans, dev, pad=0, hflip=False, channels_last=False, mean=mean,
+                                 std=std)
+                out = model(prep(x.to(dev)))
+                logits = out[0] if isinstance(out, tuple | list) else out
+                p, idx = logits.float().softmax(dim=1).topk(k, dim=1)
+                for (f, _), pr, ix in zip(part, p.cpu().tolist(), idx.cpu().tolist(), strict=True):
+                    top = [(classes[j], float(q)) for j, q in zip(ix, pr, strict=True)]
+                    preds.append(Prediction(path=str(f), id=ids[f], label=top[0][0], prob=top[0][1], topk=top))
+    if not preds:  # one line, not a warning per file before it
         raise CnnzooError(f"none of the {len(files)} file(s) is a readable image (first: {skipped[0][0]}: "
                           f"{skipped[0][1]})")
     for f, why in skipped if warn is not None else ():
         warn(f"warning: skipped {f}: {why}")
-
-    ids = image_ids(files)
-    k = min(topk, len(classes))
-    preds: list[Prediction] = []
-    with torch.inference_mode():
-        for i in range(0, len(good), batch_size):
-            chunk = good[i:i + batch_size]
-            x = torch.from_numpy(np.stack([a for _, a in chunk]))
-            if crop is not None and x.shape[-1] > crop:
-                from .data.augment import center_crop
-
-                x = center_crop(x, crop).contiguous()
-            batch = ImageSet(images=x, labels=torch.zeros(len(chunk), dtype=torch.long), classes=classes,
-                             mean=mean, std=std, name="predict", split="predict")
-            prep = BatchPrep(batch, size, in_chans, dev, pad=0, hflip=False, channels_last=False, mean=mean,
-                             std=std)
-            out = model(prep(x.to(dev)))
-            logits = out[0] if isinstance(out, tuple | list) else out
-            p, idx = logits.float().softmax(dim=1).topk(k, dim=1)
-            for (f, _), pr, ix in zip(chunk, p.cpu().tolist(), idx.cpu().tolist(), strict=True):
-                top = [(classes[j], float(q)) for j, q in zip(ix, pr, strict=True)]
-                preds.append(Prediction(path=str(f), id=ids[f], label=top[0][0], prob=top[0][1], topk=top))
     return PredictResult(predictions=preds, skipped=skipped, classes=classes, meta=meta)
 
 
