@@ -213,13 +213,14 @@ RECIPES: dict[str, dict] = {
     "fashion-mnist": dict(epochs=30, batch_size=128, lr=0.1, pad=2, label_smoothing=0.1),
     "cifar10": dict(epochs=30, batch_size=128, lr=0.1, pad=4, label_smoothing=0.1),
     "cifar100": dict(epochs=40, batch_size=128, lr=0.1, pad=4, label_smoothing=0.1),
-    # own images: often few, often photos; AdamW is the forgiving choice (lower LR when fine-tuning)
+    # own images: often few, often photos; AdamW is the forgiving choice (lower LR when fine-tuning); PreciseBN
+    # because few images make few steps, after which BN-heavy nets' running statistics still lag their weights
     "folder": dict(epochs=10, batch_size=32, optimizer="adamw", lr=1e-3, weight_decay=0.05,
-                   label_smoothing=0.1),
+                   label_smoothing=0.1, precise_bn=512),
     # fine-tuning: the augmentation the published ImageNet weights were trained with (torchvision's and
     # timm's RandomResizedCrop, scale 0.08-1)
     "folder+pretrained": dict(epochs=5, batch_size=32, optimizer="adamw", lr=3e-4, weight_decay=0.05,
-                              label_smoothing=0.1, warmup_epochs=0.5, crop_scale=0.08),
+                              label_smoothing=0.1, warmup_epochs=0.5, crop_scale=0.08, precise_bn=512),
 }
 
 # The demo override: what `cnnzoo compare` (the README's main job, `make demo`) puts over the data set's recipe
