@@ -58,3 +58,12 @@ def test_dropout_and_the_random_stream_are_untouched() -> None:
     torch.manual_seed(5)
     recalibrate_bn(net, x, lambda t: t.float() / 255, 16, 8)
     assert torch.equal(torch.rand(3), expected) and net.training and net[2].training
+
+
+def test_folder_recipes_recompute_bn_statistics_by_default() -> None:
+    """Users' own folders give short runs whose BN statistics lag the weights: PreciseBN unless turned off."""
+    from cnnzoo.training.config import resolve
+
+    assert resolve({"dataset": "folder:/data/pets"}).precise_bn == 512
+    assert resolve({"dataset": "folder:/data/pets", "pretrained": "imagenet"}).precise_bn == 512
+    assert resolve({"dataset": "folder:/data/pets", "precise_bn": 0}).precise_bn == 0

@@ -21,7 +21,7 @@ from . import fmt
 # scalar columns of leaderboard.csv, in order (history and paths stay in the JSON)
 ROW_FIELDS = ("rank", "model", "status", "img_size", "top1", "top5", "final_top1", "params", "macs", "rf",
               "train_time_s", "train_images_per_s", "infer_images_per_s", "best_epoch", "epochs_run",
-              "stopped", "note", "reason")
+              "stopped", "note", "reason", "budget_s", "wall_s", "images_seen", "epochs_seen", "final_lr")
 
 ACC_VS_MACS_PX = (1000, 650)
 CURVES_PX = (1000, 550)
@@ -68,6 +68,8 @@ def _table_rows(rows: Sequence[dict], top5: bool) -> tuple[list[str], list[list[
     """Header and cells shared by the text, Markdown and HTML tables."""
     headers = ["#", "model", "size", "top-1 %"] + (["top-5 %"] if top5 else []) + [
         "params", "MACs", "RF", "train s", "train img/s", "infer img/s", "best ep"]
+    if any(r.get("budget_s") for r in rows):
+        headers[-1] = "epochs seen"
     cells = []
     for r in rows:
         statics = [fmt.human(r.get("params")), fmt.human(r.get("macs")), _num(r.get("rf"))]
@@ -78,8 +80,15 @@ def _table_rows(rows: Sequence[dict], top5: bool) -> tuple[list[str], list[list[
         cells.append([str(r["rank"]), r["model"], _size_cell(r), _pct(r["top1"])]
                      + ([_pct(r.get("top5"))] if top5 else []) + statics
                      + [_num(r["train_time_s"], 1), _num(r["train_images_per_s"]),
-                        _num(r["infer_images_per_s"]), f"{r['best_epoch']}/{r['epochs_run']}"])
+                        _num(r["infer_images_per_s"]), _epochs_cell(r)])
     return headers, cells
+
+
+def _epochs_cell(r: dict) -> str:
+    """``best/run`` epochs; a budgeted model's images seen, in epochs (it ends mid-epoch, scored at the end)."""
+    if r.get("budget_s") and r.get("epochs_seen") is not None:
+        return f"{r['epochs_seen']:.2f} ({fmt.human(r.get('images_seen'))} img)"
+    return f"{r['best_epoch']}/{r['epochs_run']}"
 
 
 def _footnotes(rows: Sequence[dict]) -> list[str]:
@@ -91,8 +100,9 @@ def _caption(info: dict) -> str:
     rc = info.get("recipe", {})
     parts = [f"data set {info['dataset']} ({info['train_images']} train / {info['test_images']} held-out "
              f"images, {info['num_classes']} classes)",
-             f"{rc.get('epochs')} epoch{'' if rc.get('epochs') == 1 else 's'}"
-             + (f", budget {info['budget_minutes']:g} min per model" if info.get("budget_minutes") else ""),
+             (f"budget {info['budget_minutes']:g} min per model (steps and LR schedule fitted to it, scored at "
+              f"the schedule's end)" if info.get("budget_minutes")
+              else f"{rc.get('epochs')} epoch{'' if rc.get('epochs') == 1 else 's'}"),
              f"batch {rc.get('batch_size')}, {rc.get('optimizer')} lr {rc.get('lr')} {rc.get('schedule')}, "
              f"seed {rc.get('seed')}",
              f"device {info.get('device')}"]
@@ -287,11 +297,13 @@ def plot_curves(rows: Sequence[dict], path: Path, title: str = "", num_classes: 
     fig, ax = plt.subplots(figsize=(CURVES_PX[0] / _DPI, CURVES_PX[1] / _DPI), dpi=_DPI)
     colour = _colours(rows)
     drawn, last = 0, 1
+    timed = any(r.get("budget_s") for r in rows)  # budgeted models: against wall-clock seconds
     for r in rows:
         hist = r.get("history") or []
         if not hist:
             continue
-        ep, acc = [h["epoch"] for h in hist], [100 * h["test_acc"] for h in hist]
+        ep = [h.get("time_s") or 0.0 for h in hist] if timed else [h["epoch"] for h in hist]
+        acc = [100 * h["test_acc"] for h in hist]
         last = max(last, *ep)
         ax.plot(ep, acc, "o-" if len(ep) < 30 else "-", color=colour[r["model"]], ms=4,
                 label=r["model"] + ("" if r["status"] == "ok" else " (failed)"))
@@ -299,12 +311,15 @@ def plot_curves(rows: Sequence[dict], path: Path, title: str = "", num_classes: 
     if drawn:
         _chance_line(ax, num_classes)
         ax.legend(loc="lower right", fontsize=9)
-        ax.set_xlim(0.5, last + 0.5)
-        if last <= 30:
-            ax.set_xticks(range(1, last + 1))
+        if timed:
+            ax.set_xlim(0, last * 1.05)
+        else:
+            ax.set_xlim(0.5, last + 0.5)
+            if last <= 30:
+                ax.set_xticks(range(1, last + 1))
     else:
         ax.text(0.5, 0.5, "no training history", transform=ax.transAxes, ha="center", va="center")
-    ax.set_xlabel("epoch")
+    ax.set_xlabel("wall-clock seconds (training, evaluations, checkpoints)" if timed else "epoch")
     ax.set_ylabel("held-out top-1 accuracy (%)")
     ax.set_title(title or "validation accuracy per epoch")
     ax.grid(alpha=0.3)

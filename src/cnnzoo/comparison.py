@@ -165,14 +165,16 @@ def _eval_batch(meta: dict, dataset: str, data_dir, device: torch.device, n: int
 
 
 def _history(hist: list[dict]) -> list[dict]:
-    keep = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "epoch_time_s")
+    keep = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "epoch_time_s", "time_s",
+            "images_seen")
     return [{k: h.get(k) for k in keep} for h in hist]
 
 
 def _empty_row(name: str, size: int, note: str, mdir: Path) -> dict:
     row: dict = dict.fromkeys(
         ("top1", "top5", "final_top1", "params", "macs", "rf", "train_time_s", "train_images_per_s",
-         "infer_images_per_s", "best_epoch", "stopped", "checkpoint", "confusion_png"))
+         "infer_images_per_s", "best_epoch", "stopped", "checkpoint", "confusion_png", "budget_s", "images_seen",
+         "epochs_seen", "final_lr", "wall_s"))
     row.update(model=name, status="failed", reason="", img_size=size, note=note, epochs_run=0, history=[],
                run_dir=str(mdir))
     return row
@@ -201,8 +203,12 @@ def _run_one(name: str, size: int, note: str, job: CompareJob) -> dict:
     try:
         row.update(_static_facts(name, job.num_classes, job.in_chans, size))
         res = train(cfg=replace(job.cfg, model=name, img_size=size), out=mdir, resume=o.resume,
-                    overwrite=not o.resume, time_budget_s=o.budget_minutes * 60 if o.budget_minutes else None,
+                    overwrite=not o.resume,  # the budget less what this row's measurements above took:
+                    time_budget_s=max(0.0, o.budget_minutes * 60 - (time.perf_counter() - t0)) if o.budget_minutes
+                    else None, reserve_evals=2 if o.budget_minutes else 0,  # the evaluation and timing below
                     data_dir=o.data_dir, device=o.device, progress=o.progress, verbose=False)
+        row.update(budget_s=res.budget_s, images_seen=res.images_seen, epochs_seen=res.epochs_seen,
+                   final_lr=res.final_lr)
         row.update(train_time_s=round(res.train_time_s, 2), best_epoch=res.best_epoch,
                    train_images_per_s=round(res.train_images_per_s, 1), epochs_run=res.epochs_run,
                    stopped=res.stopped, final_top1=res.final_acc, history=_history(res.history),
@@ -212,12 +218,13 @@ def _run_one(name: str, size: int, note: str, job: CompareJob) -> dict:
         row.update(top1=ev["top1"], top5=ev["top5"], confusion_png=str(mdir / "confusion.png"))
         model, meta = load_checkpoint(res.checkpoint, device=job.dev)
         x = _eval_batch(meta, job.cfg.dataset, o.data_dir, job.dev)
-        row["infer_images_per_s"] = round(inference_speed(model, x), 1)
+        row["infer_images_per_s"] = round(inference_speed(model, x, 0.25 if o.budget_minutes else 1.0), 1)
         row["status"] = "ok"
     except Exception as e:  # too small an input, OOM, NaN loss (NonFiniteLossError), or a bug in one model:
         if o.raise_errors:  # it must not cost the other models' results
             raise
         row["reason"] = _one_line(e)
+    row["wall_s"] = round(time.perf_counter() - t0, 2)  # training, evaluations, checkpoints, measurements
     if row["status"] != "ok":
         _failed_row_history(row, mdir, t0)
     row["config"] = job.signature
@@ -276,8 +283,9 @@ def compare(models: str | list[str] | None = None, preset: str | None = None, *,
     :func:`cnnzoo.train` takes it: unset ones from the data set's recipe, under the short
     :data:`~cnnzoo.training.config.DEMO` override where the data set has one unless ``demo=False``) and any
     :class:`~cnnzoo.training.config.CompareOptions` field: ``budget_minutes`` (the same wall-clock budget per
-    model; training stops after the epoch that crosses it), ``out`` (default ``runs/compare-<dataset>``, a
-    fresh folder per run), ``resume`` (skip models already finished in ``out``, continue interrupted ones),
+    model instead of epochs: each model's steps and LR schedule are fitted to it), ``out`` (default
+    ``runs/compare-<dataset>``, a fresh folder per run), ``resume`` (skip models already finished in ``out``,
+    continue interrupted ones),
     ``data_dir``, ``device``, ``progress``, ``verbose``, ``raise_errors`` (re-raise a model's failure instead
     of recording it). Writes ``leaderboard.md/.csv/.json``, ``accuracy_vs_macs.png``, ``curves.png``,
     per-model confusion matrices and ``report.html`` to ``out``.
@@ -291,9 +299,10 @@ def compare(models: str | list[str] | None = None, preset: str | None = None, *,
         job, info = _setup(names, None if models else (preset or "classic"), recipe, opts, out)
         say = print if opts.verbose else (lambda *a, **k: None)
         epochs = f"{job.cfg.epochs} epoch{'s' if job.cfg.epochs != 1 else ''}"
+        if opts.budget_minutes:
+            epochs = f"a budget of {opts.budget_minutes:g} min (steps and LR schedule fitted to it)"
         say(f"comparing {len(names)} models on {job.cfg.dataset} ({info['train_images']} train / "
             f"{info['test_images']} held-out images, {job.num_classes} classes), {epochs} each"
-            + (f", at most {opts.budget_minutes:g} min each" if opts.budget_minutes else "")
             + (f", demo override of the recipe ({_kv(recipe.demo)}; --no-demo for the full recipe)" if recipe.demo
                else "") + f", device {job.dev} -> {out}")
         rows = _run_all(names, info, job, say)
@@ -327,6 +336,8 @@ def _compare_options(cfg: TrainConfig | None, options: dict) -> tuple[_Recipe, C
     if opts.budget_minutes is not None:
         opts.budget_minutes = CompareOptions.__dataclass_fields__["budget_minutes"].metadata["range"].check(
             "budget_minutes", opts.budget_minutes)
+    if opts.budget_minutes and "schedule" not in explicit:
+        explicit["schedule"] = "linear"  # as train --time-budget: decay to zero at the budget
     demo = demo_for(explicit["dataset"], explicit) if opts.demo and cfg is None else {}
     demo = {k: v for k, v in demo.items() if explicit.get(k) is None}
     return _Recipe(resolve(explicit, demo=bool(demo)), demo), opts

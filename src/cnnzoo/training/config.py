@@ -21,7 +21,7 @@ from ..errors import CnnzooError
 from ..ranges import FRACTION, NONNEG_FLOAT, NONNEG_INT, POSITIVE_FLOAT, POSITIVE_INT, Range
 
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "step", "onecycle", "constant")
+SCHEDULES = ("cosine", "linear", "step", "onecycle", "constant")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 INIT_NAMES = ("default", "paddle", "xavier", "kaiming", "course")  # init_schemes.init_names(), torch-free
 # Warm-up is at most this fraction of a run's optimizer steps, so a 1-epoch run is not all warm-up (a
@@ -59,8 +59,9 @@ class TrainConfig:
     lr: float = option(0.05, "peak learning rate", range=NONNEG_FLOAT)
     optimizer: str = option("sgd", "sgd = SGD with Nesterov momentum; adamw", choices=OPTIMIZERS)
     momentum: float = option(0.9, "SGD momentum (Nesterov when > 0)", range=FRACTION)
-    schedule: str = option("cosine", "LR schedule after the warm-up: cosine to 0; step (x0.1 at 50 % and 75 %); "
-                           "onecycle (linear up, linear down); constant", choices=SCHEDULES)
+    schedule: str = option("cosine", "LR schedule after the warm-up: cosine to 0; linear to 0; step (x0.1 at 50 % "
+                           "and 75 %); onecycle (linear up, linear down); constant", choices=SCHEDULES,
+                           default_text="cosine; linear under a time budget (Li et al. 2020, 'Budgeted training')")
     warmup_epochs: float = option(1.0, "linear LR warm-up, in epochs (at most a quarter of the run's steps)",
                                   range=NONNEG_FLOAT)
     weight_decay: float = option(5e-4, "weight decay, not applied to BatchNorm parameters and biases",
@@ -149,9 +150,13 @@ class RunOptions:
     out: str | None = option(None, "run folder", short="-o", metavar="DIR", default_text="runs/MODEL-DATASET[-N]")
     resume: bool = option(False, "continue the run in --out where it stopped")
     overwrite: bool = option(False, "replace a finished run in --out")
-    time_budget_s: float | None = option(None, "stop after the epoch that crosses this wall-clock budget",
-                                         range=NONNEG_FLOAT, flag="--time-budget", metavar="SECONDS",
-                                         default_text="none")
+    time_budget_s: float | None = option(None, "train for this wall-clock budget instead of --epochs: the "
+                                         "steps are fitted to the measured speed (re-fitted as the run goes) so "
+                                         "the LR schedule ends, and the run with its evaluations and checkpoints "
+                                         "finishes, when the budget does", range=NONNEG_FLOAT,
+                                         flag="--time-budget", metavar="SECONDS", default_text="none")
+    reserve_evals: int = option(0, "evaluations the caller runs after a budgeted run, kept inside its budget "
+                                "(compare: its own evaluation and inference timing)", range=NONNEG_INT, cli=False)
     max_steps: int | None = option(None, "stop after this many optimizer steps (mid-epoch; --resume continues "
                                    "there)", range=POSITIVE_INT, default_text="none")
     save_every_s: float | None = option(600.0, "also save DIR/last mid-epoch this often", range=POSITIVE_FLOAT,
@@ -179,7 +184,9 @@ PRESET_NAMES = (*PRESETS, ALL_SMALL)
 class CompareOptions:
     """``compare``'s own options (the recipe is :class:`TrainConfig`'s, the same as ``train``'s)."""
 
-    budget_minutes: float | None = option(None, "the same wall-clock budget per model, in minutes",
+    budget_minutes: float | None = option(None, "the same wall-clock budget per model, in minutes, instead of "
+                                          "--epochs: each model's steps and LR schedule are fitted to it "
+                                          "(train --time-budget)",
                                           range=POSITIVE_FLOAT, metavar="MINUTES", default_text="none")
     demo: bool = option(True, "the short demo override of the data set's recipe where there is one "
                         "(printed with the result; --no-demo for the full recipe)")
@@ -206,13 +213,14 @@ RECIPES: dict[str, dict] = {
     "fashion-mnist": dict(epochs=30, batch_size=128, lr=0.1, pad=2, label_smoothing=0.1),
     "cifar10": dict(epochs=30, batch_size=128, lr=0.1, pad=4, label_smoothing=0.1),
     "cifar100": dict(epochs=40, batch_size=128, lr=0.1, pad=4, label_smoothing=0.1),
-    # own images: often few, often photos; AdamW is the forgiving choice (lower LR when fine-tuning)
+    # own images: often few, often photos; AdamW is the forgiving choice (lower LR when fine-tuning); PreciseBN
+    # because few images make few steps, after which BN-heavy nets' running statistics still lag their weights
     "folder": dict(epochs=10, batch_size=32, optimizer="adamw", lr=1e-3, weight_decay=0.05,
-                   label_smoothing=0.1),
+                   label_smoothing=0.1, precise_bn=512),
     # fine-tuning: the augmentation the published ImageNet weights were trained with (torchvision's and
     # timm's RandomResizedCrop, scale 0.08-1)
     "folder+pretrained": dict(epochs=5, batch_size=32, optimizer="adamw", lr=3e-4, weight_decay=0.05,
-                              label_smoothing=0.1, warmup_epochs=0.5, crop_scale=0.08),
+                              label_smoothing=0.1, warmup_epochs=0.5, crop_scale=0.08, precise_bn=512),
 }
 
 # The demo override: what `cnnzoo compare` (the README's main job, `make demo`) puts over the data set's recipe

@@ -18,8 +18,9 @@ from torch import nn
 
 from ..conv_grad import small_map_grads
 from . import checkpoint as ck
+from .budget import BudgetController, BudgetPlan
 from .config import TrainConfig, resolve, run_options, split_options
-from .distributed import broadcast_flag, setup_distributed
+from .distributed import setup_distributed
 from .loop import LOG_HEADER, PARTIAL_NOTE, evaluate_tensors, log_line, lr_factor, train_epoch
 from .precise_bn import recalibrate_bn
 from .setup import Job, open_run_dir, resumed_config, setup, write_text_atomic
@@ -42,12 +43,16 @@ class TrainResult:
     config: dict
     epochs_run: int = 0
     steps: int = 0
-    stopped: str | None = None  # "time_budget" or "max_steps" when a limit ended the run early
+    stopped: str | None = None  # "max_steps" when the step limit ended the run early
     params: int = 0
     img_size: int = 0
     final_top5: float | None = None
     skipped_images: int = 0
     device: str = "cpu"
+    budget_s: float | None = None  # a budgeted run's wall-clock budget (--time-budget)
+    images_seen: int = 0  # training images through the net, all processes and segments
+    epochs_seen: float = 0.0  # images_seen / training images (a budgeted run ends mid-epoch)
+    final_lr: float | None = None  # the LR when the final model was scored (0 at a decaying schedule's end)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -63,8 +68,8 @@ def train(model: str | nn.Module | None = None, dataset: str | None = None, *, c
     ``resume``, ``max_steps``, ``device`` ...). ``cfg``: a complete config to use as is (options still
     override it). Writes ``out/last`` and ``out/best`` every epoch, ``metrics.jsonl``,
     ``training_curves.png`` and ``result.json``. ``resume=True`` continues the run in ``out`` exactly where it
-    stopped; ``time_budget_s`` stops after the epoch that crosses the budget, ``max_steps`` after that many
-    steps (mid-epoch). Under ``torchrun`` it trains with DDP.
+    stopped; ``time_budget_s`` trains for that many seconds instead of ``epochs`` (:func:`run_budgeted`),
+    ``max_steps`` stops after that many steps (mid-epoch). Under ``torchrun`` it trains with DDP.
     """
     t0 = time.perf_counter()
     module = model if isinstance(model, nn.Module) else None
@@ -74,8 +79,10 @@ def train(model: str | nn.Module | None = None, dataset: str | None = None, *, c
     given = {"model": model, "dataset": dataset, **cfg_opts}
     explicit = {**(cfg.to_dict() if cfg is not None else {}), **{k: v for k, v in given.items() if v is not None}}
     explicit = _canonical_names({k: v for k, v in explicit.items() if v is not None})
-    config = resolve(explicit)
     opts = run_options(run_opts)
+    if opts.time_budget_s is not None and "schedule" not in explicit:
+        explicit["schedule"] = "linear"  # decay to zero at the budget: best at small budgets (Li et al. 2020)
+    config = resolve(explicit)
     dist = setup_distributed(opts.device)
     say = print if (opts.verbose and dist.rank == 0) else (lambda *a, **k: None)
     out_dir, resume_from, lock = open_run_dir(config, opts, dist, say)
@@ -86,7 +93,8 @@ def train(model: str | nn.Module | None = None, dataset: str | None = None, *, c
             say(f"resuming {out_dir} from epoch {stored['epoch']} step {stored['step']}")
         job = setup(config, opts, dist, out_dir, (resume_from, stored, tensors), module, say)
         job.state.started = t0
-        result = run_epochs(job)
+        budgeted = opts.time_budget_s is not None or job.state.budget is not None
+        result = run_budgeted(job) if budgeted else run_epochs(job)
     finally:
         if lock is not None:
             lock.release()
@@ -132,13 +140,118 @@ def run_epochs(job: Job) -> TrainResult:
                 for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
                     writer.add_scalar(k, rec[k], epoch + 1)
             job.say(log_line(rec, cfg.epochs) + (f"   ({PARTIAL_NOTE})" if partial else ""))
-            if stopped is None:
-                stopped = _time_budget_spent(job)
     finally:
         convs.close()
         if writer is not None:
             writer.close()
     return finish(job, stopped, last)
+
+
+# ------------------------------------------------------------------------------------ a time budget
+def run_budgeted(job: Job) -> TrainResult:
+    """A budgeted run: steps fitted to the budget by a :class:`~.budget.BudgetController` (the LR schedule
+    ends when the budget does), epochs run into each other, evaluations at the plan's points and at its end
+    (where ``best`` is written: the model is scored at the schedule's end)."""
+    st, spe = job.state, job.steps_per_epoch
+    ctl = job.budget = _budget_controller(job)
+    _say_start(job)
+    last: dict | None = None
+    convs = contextlib.ExitStack()
+    if job.plan.gemm_wgrad:
+        convs.enter_context(small_map_grads(job.net))
+    stopped: str | None = None
+    try:
+        while not ctl.plan.done and stopped is None:
+            t_seg = time.perf_counter()
+            ep = train_epoch(job, st.epoch, st.epoch_step, st.accum,
+                             lambda i, tot, s, n: _save_partial(job, i, tot, s, n))
+            st.train_s += ep.train_s
+            st.train_images += ep.images
+            if ep.steps_done >= spe:
+                st.epoch, st.epoch_step, st.accum = st.epoch + 1, 0, None
+            else:
+                st.epoch_step, st.accum = ep.steps_done, ep.local
+            if ep.stopped is None:
+                continue  # an epoch ended between two evaluations
+            stopped = "max_steps" if ep.stopped == "max_steps" else None
+            ctl.plan.done = ep.stopped == "end"
+            t_eval = st.elapsed()  # the controller's clock
+            last = _budget_record(job, ep, t_seg)
+            _save_budget_eval(job, last, final=ctl.plan.done)
+            ctl.evaluated(st.step, st.elapsed() - t_eval)
+            job.say(log_line(last, job.cfg.epochs))
+    finally:
+        convs.close()
+    return finish(job, stopped, last)
+
+
+def _budget_controller(job: Job) -> BudgetController:
+    """The run's controller: a resumed run's plan (with a new budget if one was given), else a fresh one
+    whose first guess is the recipe's length."""
+    st, cfg, dist = job.state, job.cfg, job.dist
+    if st.budget is not None:
+        plan = BudgetPlan.from_json(st.budget)
+        if job.opts.time_budget_s is not None:
+            plan.budget_s = float(job.opts.time_budget_s)
+    else:
+        plan = BudgetPlan(budget_s=float(job.opts.time_budget_s), end_step=job.total_steps)
+
+    def sync(values: list[float]) -> list[float]:  # rank 0's plan for every rank
+        import torch
+        import torch.distributed as tdist
+
+        t = torch.tensor(values, dtype=torch.float64, device=dist.device)
+        tdist.broadcast(t, src=0)
+        return t.tolist()
+
+    ctl = BudgetController(plan, st.elapsed, schedule=cfg.schedule,
+                           warmup_steps=cfg.warmup_epochs * job.steps_per_epoch, step=st.step,
+                           eval_s=_eval_cost_guess(job), extra_evals=job.opts.reserve_evals,
+                           sync=sync if dist.world > 1 else None)
+    st.budget = plan.to_json()
+    return ctl
+
+
+def _eval_cost_guess(job: Job) -> float:
+    """Seconds one evaluation with its checkpoint will take, before one was run: one held-out batch timed,
+    scaled to the held-out split and the PreciseBN images, plus writing the weights and optimizer state."""
+    n = min(job.xte.shape[0], job.cfg.eval_batch_size, 128)
+    if n == 0:
+        return 0.0
+    times, clock = [], job.state.elapsed  # the controller's clock
+    for _ in range(2):  # the faster pass: the first pays one-off costs (kernel choice, allocations)
+        t = clock()
+        evaluate_tensors(job.net, job.xte[:n], job.yte[:n], job.prep, n, job.num_classes, None, job.plan.autocast)
+        times.append(clock() - t)
+    per_image = min(times) / n
+    nbytes = sum(p.numel() * p.element_size() for p in job.net.parameters())
+    return per_image * (job.xte.shape[0] / job.dist.world + job.cfg.precise_bn) + 0.1 + 3 * nbytes / 100e6
+
+
+def _budget_record(job: Job, ep, t_seg: float) -> dict:
+    """An evaluation of a budgeted run: the epoch record, with the epochs so far as a fraction, the images
+    seen, the progress through the plan and the LR there (0 at a decaying schedule's end)."""
+    st, ctl = job.state, job.budget
+    rec = evaluate_epoch(job, ep, t_seg, partial=False)
+    rec.update(epoch=round(st.train_images / max(job.n_train, 1), 4), images_seen=st.train_images,
+               progress=round(ctl.progress(st.step), 6), lr=job.cfg.lr * ctl.lr_factor(st.step),
+               budget_s=ctl.plan.budget_s)
+    return rec
+
+
+def _save_budget_eval(job: Job, rec: dict, final: bool) -> None:
+    """After a budgeted run's evaluation: ``last`` (with the plan), ``best`` when it is the final one,
+    metrics.jsonl."""
+    st = job.state
+    st.history.append(rec)
+    st.budget = job.budget.plan.to_json()
+    if final:
+        st.best_acc, st.best_epoch = rec["test_acc"], len(st.history)
+    save(job, "last", rec["test_acc"])
+    if final:
+        save(job, "best", rec["test_acc"])
+    if job.dist.rank == 0:
+        write_text_atomic(job.out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in st.history))
 
 
 def evaluate_epoch(job: Job, ep, t_epoch: float, partial: bool) -> dict:
@@ -197,17 +310,6 @@ def save_epoch(job: Job, rec: dict, ep, partial: bool) -> None:
         write_text_atomic(job.out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in st.history))
 
 
-def _time_budget_spent(job: Job) -> str | None:
-    budget = job.opts.time_budget_s
-    if budget is None:
-        return None
-    over = broadcast_flag(job.state.elapsed() >= budget, job.dist)
-    if over and job.state.epoch < job.cfg.epochs:
-        job.say(f"time budget of {budget:g} s reached after epoch {job.state.epoch}")
-        return "time_budget"
-    return None
-
-
 def _tensorboard(job: Job):  # -> SummaryWriter | None
     if job.dist.rank != 0:
         return None
@@ -224,6 +326,8 @@ def _say_start(job: Job) -> None:
     world = f" x{job.dist.world} processes" if job.dist.world > 1 else ""
     n_train, n_test, _ = job.data_counts
     epochs = f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
+    if job.budget is not None:
+        epochs = f"a budget of {job.budget.plan.budget_s:g} s (steps fitted to it)"
     job.say(f"training {cfg.model or type(job.net).__name__} ({job.meta['params']:,} params) on {cfg.dataset}: "
             f"{n_train} train / {n_test} held-out images at {job.meta['in_chans']}x{job.meta['img_size']}x"
             f"{job.meta['img_size']}, {epochs} x {job.steps_per_epoch} steps of {job.batch}, {cfg.optimizer} lr "
@@ -248,9 +352,10 @@ def finish(job: Job, stopped: str | None, last: dict | None) -> TrainResult:
         history=st.history, train_time_s=round(total_s, 3),
         train_images_per_s=round(st.train_images / max(st.train_s, 1e-9), 1), checkpoint=str(job.out_dir / "best"),
         last_checkpoint=str(job.out_dir / "last"), out=str(job.out_dir), config=cfg.to_dict(),
-        epochs_run=len(st.history), steps=st.step, stopped=stopped, params=job.meta["params"],
+        epochs_run=st.epoch, steps=st.step, stopped=stopped, params=job.meta["params"],
         img_size=job.meta["img_size"], final_top5=last.get("test_top5"), skipped_images=skipped,
-        device=str(job.plan.device),
+        device=str(job.plan.device), budget_s=(st.budget or {}).get("budget_s"), images_seen=st.train_images,
+        epochs_seen=round(st.train_images / max(n_train, 1), 4), final_lr=last.get("lr"),
         extra={"world_size": job.dist.world, "train_images": n_train, "test_images": n_test})
     if job.dist.rank == 0:
         if st.history:
@@ -264,4 +369,4 @@ def finish(job: Job, stopped: str | None, last: dict | None) -> TrainResult:
     return result
 
 
-__all__ = ["TrainResult", "evaluate_epoch", "finish", "run_epochs", "save", "save_epoch", "train"]
+__all__ = ["TrainResult", "evaluate_epoch", "finish", "run_budgeted", "run_epochs", "save", "save_epoch", "train"]

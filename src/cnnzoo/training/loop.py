@@ -36,7 +36,7 @@ class NonFiniteLossError(CnnzooError):
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     """Multiplier of the base LR at optimizer step ``step`` (0-based) of ``total``.
 
-    Linear warm-up over ``warmup`` steps, then: cosine to 0; step (x0.1 at 50 % and 75 % of the run, as
+    Linear warm-up over ``warmup`` steps, then: cosine to 0; linear to 0; step (x0.1 at 50 % and 75 % of the run, as
     He et al. 2016 for CIFAR); onecycle (airbench's triangle: linear up for 25 % (or the warm-up), then
     linearly down to 0); constant.
     """
@@ -50,6 +50,8 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     t = (step - warmup) / max(1, total - warmup)
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+    if schedule == "linear":
+        return max(0.0, 1.0 - t)
     if schedule == "step":
         return 0.01 if t >= 0.75 else 0.1 if t >= 0.5 else 1.0
     return 1.0
@@ -119,7 +121,7 @@ class EpochResult:
     steps_done: int  # steps of this epoch done so far (== steps_per_epoch unless stopped)
     train_s: float  # training time since the last mid-epoch save (or the epoch's start)
     images: int  # images trained in that time, all ranks
-    stopped: str | None  # "max_steps" when the step limit ended the epoch early
+    stopped: str | None  # "max_steps" when the step limit ended the epoch early; a budget's "eval" or "end"
     local: EpochTotals  # this process's sums (what a mid-epoch checkpoint keeps)
 
 
@@ -179,7 +181,8 @@ def train_epoch(job: Job, epoch: int, first: int, totals: EpochTotals | None,
     spe, b, lb, stopped, i = job.steps_per_epoch, job.batch, job.local_batch, None, first - 1
     try:
         for i in range(first, spe):
-            set_lr(job.opt, lr_factor(job.state.step, job.total_steps, job.warmup, cfg.schedule))
+            set_lr(job.opt, job.budget.lr_factor(job.state.step) if job.budget is not None
+                   else lr_factor(job.state.step, job.total_steps, job.warmup, cfg.schedule))
             s = slice(i * b + dist.rank * lb, i * b + (dist.rank + 1) * lb)
             idx = perm[s]
             # index_select, not x[idx]: the same copy, ~5x faster on the CPU (no advanced-indexing machinery)
@@ -193,8 +196,11 @@ def train_epoch(job: Job, epoch: int, first: int, totals: EpochTotals | None,
                 _refresh_bar(bar, i + 1, meter, (meter.seen - seen_seg) * dist.world, t_seg)
                 if dist.world == 1:
                     check_finite(meter.bad_step, job.out_dir, epoch, cfg.lr)
-            if opts.max_steps is not None and job.state.step >= opts.max_steps:
+            if job.budget is not None:
+                stopped = job.budget.after_step(job.state.step)  # "eval" or "end" of a budgeted run's plan
+            if stopped is None and opts.max_steps is not None and job.state.step >= opts.max_steps:
                 stopped = "max_steps"
+            if stopped is not None:
                 break
             if (opts.save_every_s and dist.world == 1 and i + 1 < spe
                     and time.perf_counter() - last_save > opts.save_every_s):
@@ -285,8 +291,12 @@ PARTIAL_NOTE = "* after the epoch: evaluated mid-epoch (--max-steps stopped it; 
 
 
 def log_line(h: dict, epochs: int) -> str:
-    """One aligned row of the epoch table; ``*`` after the epoch marks a partial epoch (:data:`PARTIAL_NOTE`)."""
-    ep = f"{h['epoch']}/{epochs}" + ("*" if h.get("partial") else "")
+    """One aligned row of the epoch table; ``*`` after the epoch marks a partial epoch (:data:`PARTIAL_NOTE`);
+    a budgeted run's rows give the epochs so far as a fraction."""
+    if isinstance(h["epoch"], float):
+        ep = f"{h['epoch']:.2f}"
+    else:
+        ep = f"{h['epoch']}/{epochs}" + ("*" if h.get("partial") else "")
     return (f"{ep:>7}  {h['train_loss']:>10.4f}  {100 * h['train_acc']:>8.2f}%  {h['test_loss']:>9.4f}  "
             f"{100 * h['test_acc']:>7.2f}%  {h['lr']:>9.2e}  {h['epoch_time_s']:>7.1f}  "
             f"{h['train_images_per_s']:>7.0f}")

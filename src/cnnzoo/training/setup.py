@@ -22,6 +22,7 @@ from ..errors import CnnzooError
 from ..policy import SpeedPlan, speed_plan
 from . import checkpoint as ck
 from .batches import BatchPrep
+from .budget import BudgetController
 from .config import RunOptions, TrainConfig, warmup_steps
 from .distributed import DistContext
 from .init_schemes import apply_init
@@ -60,6 +61,7 @@ class Job:
     extra_state: dict  # what state.json carries besides the run state (head, classes, world size)
     state: RunState
     data_counts: tuple[int, int, int]  # train images, held-out images, skipped files
+    budget: BudgetController | None = None  # a budgeted run's plan (engine.run_budgeted sets it)
 
     @property
     def n_train(self) -> int:
