@@ -106,12 +106,9 @@ def predict(
     model name instead: published ImageNet weights (:func:`cnnzoo.hub.pretrained_model`), their categories
     as classes and their evaluation transform (shorter side to ``resize``, centre ``crop``, mean, std).
     """
-    from .data import ImageSet
-    from .data.augment import center_crop
     from .data.images import DECODE_CHUNK, iter_decoded, match_channels
     from .ranges import POSITIVE_INT
     from .training import load_checkpoint
-    from .training.batches import BatchPrep
     from .training.distributed import resolve_device
 
     topk = POSITIVE_INT.check("topk (--topk)", topk)
@@ -155,17 +152,9 @@ def predict(
                     good.append((f, match_channels(arr, data_chans)))
             for i in range(0, len(good), batch_size):
                 part = good[i:i + batch_size]
-                x = torch.from_numpy(np.stack([a for _, a in part]))
-                if crop is not None and x.shape[-1] > crop:
-                    x = center_crop(x, crop).contiguous()
-                batch = ImageSet(images=x, labels=torch.zeros(len(part), dtype=torch.long), classes=classes,
-                                 mean=mean, std=std, name="predict", split="predict")
-                prep = BatchPrep(batch, size, in_chans, dev, pad=0, hflip=False, channels_last=False, mean=mean,
-                                 std=std)
-                out = model(prep(x.to(dev)))
-                logits = out[0] if isinstance(out, tuple | list) else out
-                p, idx = logits.float().softmax(dim=1).topk(k, dim=1)
-                for (f, _), pr, ix in zip(part, p.cpu().tolist(), idx.cpu().tolist(), strict=True):
+                probs, idx = _classify(model, np.stack([a for _, a in part]), size, in_chans, dev, mean, std,
+                                       crop, classes, k)
+                for (f, _), pr, ix in zip(part, probs, idx, strict=True):
                     top = [(classes[j], float(q)) for j, q in zip(ix, pr, strict=True)]
                     preds.append(Prediction(path=str(f), id=ids[f], label=top[0][0], prob=top[0][1], topk=top))
     if not preds:  # one line, not a warning per file before it
@@ -174,6 +163,26 @@ def predict(
     for f, why in skipped if warn is not None else ():
         warn(f"warning: skipped {f}: {why}")
     return PredictResult(predictions=preds, skipped=skipped, classes=classes, meta=meta)
+
+
+def _classify(model: torch.nn.Module, arrays: np.ndarray, size: int, in_chans: int, dev: torch.device,
+              mean: tuple[float, ...], std: tuple[float, ...], crop: int | None, classes: list[str],
+              k: int) -> tuple[list[list[float]], list[list[int]]]:
+    """Top-``k`` probabilities and class indices of one batch of uint8 images, prepared as in evaluation."""
+    from .data import ImageSet
+    from .data.augment import center_crop
+    from .training.batches import BatchPrep
+
+    x = torch.from_numpy(arrays)
+    if crop is not None and x.shape[-1] > crop:
+        x = center_crop(x, crop).contiguous()
+    batch = ImageSet(images=x, labels=torch.zeros(len(x), dtype=torch.long), classes=classes, mean=mean,
+                     std=std, name="predict", split="predict")
+    prep = BatchPrep(batch, size, in_chans, dev, pad=0, hflip=False, channels_last=False, mean=mean, std=std)
+    out = model(prep(x.to(dev)))
+    logits = out[0] if isinstance(out, tuple | list) else out
+    p, idx = logits.float().softmax(dim=1).topk(k, dim=1)
+    return p.cpu().tolist(), idx.cpu().tolist()
 
 
 def write_submission(predictions: Iterable[Prediction], path: str | os.PathLike) -> Path:
