@@ -1,40 +1,50 @@
-"""Installs like a library (issue 20 item 6): a range for torch in pyproject.toml, the exact tested versions
-in constraints.txt, optional features behind extras, and a missing extra named in one line."""
+"""Installs like a library: the installed package asks for a range of torch (never replacing the user's),
+constraints.txt pins the tested versions inside that range, optional features sit behind extras, and a
+missing extra is named in one line."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
-import re
-import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from cnnzoo.errors import CnnzooError
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_pyproject_declares_ranges_and_extras():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    deps = {re.split(r"[<>=!~\[ ]", d, maxsplit=1)[0]: d for d in project["dependencies"]}
+def _requirements() -> list[Requirement]:
+    """What pip sees: the installed distribution's requirements, extras included."""
+    return [Requirement(r) for r in importlib.metadata.requires("cnnzoo") or []]
+
+
+def test_installed_package_asks_for_ranges_and_extras():
+    reqs = _requirements()
+    base = {r.name: r for r in reqs if r.marker is None}
     for name in ("torch", "torchvision"):
-        assert "==" not in deps[name] and ">=" in deps[name], deps[name]  # never replaces the user's torch
-    extras = project["optional-dependencies"]
-    assert {"onnx", "onnxruntime"} <= {re.split(r"[<>=]", d)[0] for d in extras["export"]}
-    assert any(d.startswith("timm") for d in extras["timm"])
-    assert any(d.startswith("cnnzoo[") and "export" in d and "timm" in d for d in extras["test"])
+        ops = {s.operator for s in base[name].specifier}
+        assert ops == {">="}, base[name]  # a floor only: never replaces the user's torch build
+    by_extra: dict[str, set[str]] = {}
+    for r in reqs:
+        if r.marker is not None:
+            for extra in ("export", "timm", "test"):
+                if r.marker.evaluate({"extra": extra}):
+                    by_extra.setdefault(extra, set()).update({r.name, *(f"{r.name}[{e}]" for e in r.extras)})
+    assert {"onnx", "onnxruntime"} <= by_extra["export"]
+    assert "timm" in by_extra["timm"]
+    assert {"cnnzoo[export]", "cnnzoo[timm]", "pytest"} <= by_extra["test"]  # the suite needs both extras
 
 
-def test_constraints_pin_what_the_range_allows():
+def test_constraints_pin_versions_inside_the_ranges():
     pins = dict(line.split("==", 1) for line in (ROOT / "constraints.txt").read_text().splitlines()
                 if "==" in line and not line.startswith("#"))
     assert {"torch", "torchvision", "numpy", "onnx", "onnxruntime", "timm", "pytest"} <= set(pins)
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    floors = {d.split(">=")[0]: d.split(">=")[1] for d in project["dependencies"] if ">=" in d}
-    for name in ("torch", "torchvision"):
-        pinned = tuple(int(x) for x in pins[name].split("+")[0].split(".")[:2])
-        assert pinned >= tuple(int(x) for x in floors[name].split(".")[:2])
+    for r in _requirements():
+        if r.marker is None and r.name in pins:
+            assert r.specifier.contains(pins[r.name].split("+")[0], prereleases=True), (r, pins[r.name])
 
 
 def test_onnx_export_without_the_extra_says_which(monkeypatch, tmp_path):
