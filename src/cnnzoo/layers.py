@@ -298,6 +298,13 @@ class Backbone(nn.Module):
             raise NotImplementedError(f"{type(self).__name__} must list its stage modules")
         return [f"features.{n}" for n, m in features.named_children() if not isinstance(m, nn.Dropout)]
 
+    def feature_chain(self) -> list[str]:
+        """The top-level modules that ``forward_features`` runs one after the other, in order; a features-only
+        net (``cnnzoo.features.FeatureNet``) takes them over and runs them itself. Default: ``features``."""
+        if not isinstance(getattr(self, "features", None), nn.Sequential):
+            raise NotImplementedError(f"{type(self).__name__} must list its feature chain")
+        return ["features"]
+
     def new_classifier(self, in_features: int, num_classes: int) -> nn.Module:
         """A fresh final layer (PyTorch's default initialisation, as timm's ``reset_classifier``)."""
         return nn.Linear(in_features, num_classes)

@@ -309,6 +309,9 @@ class ResNet(Backbone):
     def stage_modules(self) -> list[str]:
         return ["relu", "maxpool", *(s.name for s in STAGES)]
 
+    def feature_chain(self) -> list[str]:
+        return ["conv1", "bn1", "relu", "maxpool", *(s.name for s in STAGES)]
+
 
 def _resnet(depth: int, num_classes: int, in_chans: int, **kwargs) -> ResNet:
     kind, layers = DEPTHS[depth]

@@ -140,6 +140,9 @@ class CifarResNet(Backbone):
     def stage_modules(self) -> list[str]:
         return ["relu", *self._stage_names]
 
+    def feature_chain(self) -> list[str]:
+        return ["conv1", "bn1", "relu", *self._stage_names]
+
 
 class ResNetCifarStem(ResNet):
     """An ImageNet ResNet (torchvision's stages and keys) with a 3x3 stride-1 stem and no max pool."""
