@@ -7,7 +7,9 @@ that torchvision ``state_dict`` files load without a key map.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -304,6 +306,24 @@ class Backbone(nn.Module):
         if not isinstance(getattr(self, "features", None), nn.Sequential):
             raise NotImplementedError(f"{type(self).__name__} must list its feature chain")
         return ["features"]
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm's parameter groups, in forward order, for layer-wise LR decay (``timm.optim.create_optimizer_v2(
+        model, "adamw", layer_decay=0.75)``): one group per module of ``feature_chain()`` or, for a plain
+        ``Sequential`` there, per child, and unless ``coarse`` per grandchild of a plain ``Sequential`` child
+        (the blocks of a stage). Parameters no group matches (the head) form timm's last group."""
+        units: list[str] = []
+        for name in self.feature_chain():
+            module = self.get_submodule(name)
+            if type(module) is not nn.Sequential:
+                units.append(name)
+                continue
+            for c, child in module.named_children():
+                if not coarse and type(child) is nn.Sequential:
+                    units += [f"{name}.{c}.{g}" for g, _ in child.named_children()]
+                else:
+                    units.append(f"{name}.{c}")
+        return {"blocks": [(rf"^{re.escape(u)}\.", (i,)) for i, u in enumerate(units)]}
 
     def new_classifier(self, in_features: int, num_classes: int) -> nn.Module:
         """A fresh final layer (PyTorch's default initialisation, as timm's ``reset_classifier``)."""
