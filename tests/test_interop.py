@@ -78,3 +78,49 @@ def test_resnet_groups_equal_timms(name, coarse):
         theirs = timm.create_model(name)
     ours = _meta(name)
     assert group_parameters(ours, ours.group_matcher(coarse)) == group_parameters(theirs, theirs.group_matcher(coarse))
+
+
+# ---- norm_layer= -----------------------------------------------------------------------------------------
+
+NORM_FAMILIES = ("resnet", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3", "efficientnet")
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if cnnzoo.model_info(n).family in NORM_FAMILIES])
+def test_norm_layer_on_every_family_that_takes_it(name):
+    from torchvision.ops import FrozenBatchNorm2d
+
+    net = _meta(name, norm_layer=FrozenBatchNorm2d).eval()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    assert sum(isinstance(m, FrozenBatchNorm2d) for m in net.modules()) == sum(
+        isinstance(m, nn.BatchNorm2d) for m in _meta(name).modules())
+    info = cnnzoo.model_info(name)
+    x = torch.empty(1, info.in_chans, info.min_size, info.min_size, device="meta")
+    assert net(x).shape == (1, info.num_classes)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_large", "efficientnet_b0", "mobilenet_v2", "resnet18"])
+def test_norm_layer_nets_equal_torchvisions(name):
+    """torchvision's builder with the same norm_layer computes the same function from the same weights."""
+    import torchvision
+    from torchvision.ops import FrozenBatchNorm2d
+
+    torch.manual_seed(0)
+    ours = cnnzoo.create_model(name, norm_layer=FrozenBatchNorm2d).eval()
+    with torch.no_grad():
+        for m in ours.modules():
+            if isinstance(m, FrozenBatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    theirs = getattr(torchvision.models, name)(norm_layer=FrozenBatchNorm2d).eval()
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+
+
+def test_norm_layer_where_the_family_has_none_is_one_line():
+    from torchvision.ops import FrozenBatchNorm2d
+
+    with pytest.raises(cnnzoo.CnnzooError, match=r"vgg16 does not take norm_layer=: leave it out") as e:
+        _meta("vgg16", norm_layer=FrozenBatchNorm2d)
+    assert "\n" not in str(e.value)
