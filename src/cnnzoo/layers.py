@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.fx
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import CnnzooError
@@ -220,6 +222,31 @@ class InvertedResidual(nn.Module):
 
 
 MBConv = InvertedResidual  # the EfficientNet paper's name for the same block
+
+
+def local_response_norm(x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
+    """``F.local_response_norm`` with the same numbers, but for an odd window over an (N, C, H, W) batch the
+    channel padding is the pooling's own (``avg_pool3d(padding=...)``, zeros counted, as the explicit pad)
+    instead of a 5-d ``F.pad``, after which the TorchScript-based ONNX exporter loses the map sizes (and then
+    cannot export an adaptive pooling further on)."""
+    if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
+        raise CnnzooError(f"local response normalisation has no {str(x.dtype).removeprefix('torch.')} kernel on "
+                          f"the CPU in PyTorch: run this net in float32 on the CPU, or in half precision on a GPU")
+    if x.dim() != 4 or size % 2 == 0 or x.shape[1] < size:
+        return F.local_response_norm(x, size, alpha, beta, k)
+    div = F.avg_pool3d(x.mul(x).unsqueeze(1), (size, 1, 1), stride=1, padding=(size // 2, 0, 0)).squeeze(1)
+    return x / div.mul(alpha).add(k).pow(beta)
+
+
+torch.fx.wrap("local_response_norm")  # one opaque call for torch.fx (create_feature_extractor, FX passes)
+
+
+class LocalResponseNorm(nn.LocalResponseNorm):
+    """``nn.LocalResponseNorm`` (same arguments, same numbers) through :func:`local_response_norm` for
+    4-d input, so that every exporter takes it and half precision on the CPU is one line."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
 
 
 class Backbone(nn.Module):

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import CnnzooError
-from ..layers import Backbone
+from ..layers import Backbone, LocalResponseNorm
 from ..registry import register_model
 
 __all__ = ["GoogLeNet", "GoogLeNetOutputs", "Inception", "InceptionAux", "InceptionRow", "INCEPTION_TABLE"]
@@ -193,10 +193,10 @@ class GoogLeNet(Backbone):
         body: list[tuple[str, nn.Module]] = [
             ("conv1", conv(in_chans, 64, kernel_size=7, stride=2, padding=3)),  # -> 112
             ("maxpool1", nn.MaxPool2d(3, stride=2, ceil_mode=True)),  # -> 56
-            *([("lrn1", nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0))] if paper else []),
+            *([("lrn1", LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0))] if paper else []),
             ("conv2", conv(64, 64, kernel_size=1)),
             ("conv3", conv(64, 192, kernel_size=3, padding=1)),
-            *([("lrn2", nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0))] if paper else []),
+            *([("lrn2", LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0))] if paper else []),
             ("maxpool2", nn.MaxPool2d(3, stride=2, ceil_mode=True)),  # -> 28
         ]
         ch = 192
