@@ -44,7 +44,7 @@ def create_model(
     ImageNet weights torchvision or timm publish for the net (downloaded once into torch hub's or Hugging
     Face's cache; see :mod:`cnnzoo.hub`), ``pretrained=PATH`` a weights file. With another
     ``num_classes`` the classifier stays fresh (fine-tuning). The weights' preprocessing is then in
-    ``model.default_cfg`` and ``model.pretrained_weights``.
+    ``model.pretrained_cfg`` (timm's keys; ``default_cfg`` is the same dict) and ``model.pretrained_weights``.
 
     ``features_only=True`` returns a :class:`cnnzoo.features.FeatureNet` instead: its forward gives the
     feature maps at the end of the stages ``out_indices`` (default all; see ``feature_info``), as timm's.
