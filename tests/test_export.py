@@ -122,3 +122,89 @@ def test_cli_export(ckpt, tmp_path, capsys) -> None:
     assert out.is_file() and "max abs diff vs PyTorch" in printed and "opset 17" in printed
     assert main(["export", str(ckpt), "--opset", "13", "--out", str(out)]) == 2
     assert main(["export", str(tmp_path / "no-such-run"), "--out", str(out)]) == 2
+
+
+# ---- every registered net exports -------------------------------------------------------------------------
+
+# Nets whose ONNX export and check take over ~5 s on one CPU core (big graphs or big FC heads): still run,
+# marked slow.
+HEAVY = {"alexnet", "alexnet_paper", "resnet101", "resnet101d", "resnet152", "wide_resnet50_2", "nin",
+         *(f"efficientnet_b{i}" for i in range(1, 8)), *(n for n in cnnzoo.list_models("vgg*") if "cifar" not in n)}
+
+
+def _export_size(name: str) -> int:
+    """The smallest input the net takes, at least 32 (LeNet-5: its one size)."""
+    info = cnnzoo.model_info(name)
+    return info.max_size if info.max_size is not None else max(info.min_size, 32)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n
+                                  for n in cnnzoo.list_models()])
+def test_onnx_export_of_every_registered_net(name: str, tmp_path) -> None:
+    from cnnzoo.exporting import export_model
+
+    torch.manual_seed(0)
+    info = cnnzoo.model_info(name)
+    model = cnnzoo.create_model(name, num_classes=10).eval()
+    with torch.no_grad():  # BatchNorm statistics that are not the identity, so folding them is checked
+        for m in model.modules():  # (variances >= 1: 110 layers of random weights must not blow up)
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(1.0, 2.0)
+    size = _export_size(name)
+    x = torch.randn(4, info.in_chans, size, size)
+    with torch.no_grad():
+        ref = model(x)
+    tol = 1e-5 * max(1.0, ref.abs().max().item())  # float32 round-off grows with the logits (ResNet-110's)
+    res = export_model(model, {"model": name, "in_chans": info.in_chans, "img_size": size}, tmp_path / "m.onnx",
+                       tol=tol)
+    assert res.path.is_file() and res.max_abs_diff < tol
+    sess = ort.InferenceSession(str(res.path), providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"input": x.numpy()})
+    assert y.shape == (4, 10) and (torch.from_numpy(y) - ref).abs().max().item() < tol
+
+
+@pytest.mark.slow
+def test_cli_export_of_alexnet_paper(tmp_path, capsys) -> None:
+    """LRN and an adaptive pool: the case the TorchScript-based exporter could not take."""
+    from cnnzoo.training.checkpoint import write_checkpoint
+
+    torch.manual_seed(0)
+    net = cnnzoo.create_model("alexnet_paper", num_classes=10)
+    meta = {"model": "alexnet_paper", "model_kwargs": {}, "num_classes": 10, "in_chans": 3, "img_size": 67,
+            "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "classes": [str(i) for i in range(10)],
+            "dataset": "folder", "data_img_size": 67, "data_in_chans": 3}
+    write_checkpoint(tmp_path / "run", "best", net.state_dict(), meta)
+    out = tmp_path / "alexnet_paper.onnx"
+    assert main(["export", str(tmp_path / "run"), "--format", "onnx", "--out", str(out)]) == 0
+    assert out.is_file() and "max abs diff vs PyTorch" in capsys.readouterr().out
+
+
+def test_fixed_adaptive_pool_equals_pytorchs() -> None:
+    from cnnzoo.exporting import _FixedAdaptiveAvgPool
+
+    x = torch.randn(2, 3, 10, 13)
+    for out in ((7, 7), (3, 5), (1, 1), (10, 13), (20, 4)):
+        fixed = _FixedAdaptiveAvgPool((10, 13), out)
+        torch.testing.assert_close(fixed(x), nn.functional.adaptive_avg_pool2d(x, out), rtol=1e-6, atol=1e-6)
+
+
+# ---- local response normalisation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("size", "shape"), [(5, (2, 96, 9, 7)), (4, (2, 16, 5, 5)), (5, (1, 3, 4, 4)),
+                                             (3, (2, 8, 6))])
+def test_lrn_is_bit_identical_to_pytorchs(size, shape) -> None:
+    from cnnzoo.layers import LocalResponseNorm
+
+    x = torch.randn(*shape) * 3
+    ours, theirs = LocalResponseNorm(size, alpha=5e-4, beta=0.75, k=2.0), nn.LocalResponseNorm(size, 5e-4, 0.75, 2.0)
+    assert torch.equal(ours(x), theirs(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_lrn_nets_in_half_precision_on_the_cpu_say_so_in_one_line(dtype) -> None:
+    net = cnnzoo.create_model("alexnet_cifar").to(dtype)
+    with pytest.raises(cnnzoo.CnnzooError, match="no .*float16 kernel on the CPU") as e:
+        net(torch.randn(1, 3, 28, 28, dtype=dtype))
+    assert "\n" not in str(e.value)

@@ -376,3 +376,94 @@ def test_cli_bad_model_for_features_exits_2(capsys, tmp_path):
     spec.write_text("import torch.nn as nn\nnet = nn.Sequential(nn.Conv2d(3, 4, 3))\n")
     assert main(["summary", f"{spec}:net", "--features"]) == 2
     assert "does not list its stage modules" in capsys.readouterr().err
+
+
+# ---- the feature net runs its own modules ---------------------------------------------------------------
+
+
+def _resnet18_feats(**kwargs) -> nn.Module:
+    torch.manual_seed(0)
+    return cnnzoo.create_model("resnet18", features_only=True, **kwargs)
+
+
+def test_sync_batchnorm_conversion_is_what_runs():
+    f = nn.SyncBatchNorm.convert_sync_batchnorm(_resnet18_feats()).eval()
+    assert not any(type(m) is nn.BatchNorm2d for m in f.modules())
+    ran = []
+    f.bn1.register_forward_hook(lambda m, a, o: ran.append(type(m).__name__))
+    f.double()
+    maps = f(torch.randn(1, 3, 64, 64, dtype=torch.float64))
+    assert ran == ["SyncBatchNorm"] and all(m.dtype == torch.float64 for m in maps)
+
+
+def test_frozen_batchnorm_keeps_its_statistics_in_training():
+    timm_layers = pytest.importorskip("timm.layers")
+    f = timm_layers.freeze_batch_norm_2d(_resnet18_feats())
+    before = {k: v.clone() for k, v in f.state_dict().items()}
+    f.train()
+    f(torch.randn(2, 3, 64, 64) * 3 + 1)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in f.modules())
+    for k, v in f.state_dict().items():
+        assert torch.equal(v, before[k]), k  # frozen: no running statistic moved
+
+
+def test_assigned_module_is_what_runs():
+    f = _resnet18_feats().eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        maps = f(x)
+        f.layer4 = nn.Identity()
+        after = f(x)
+    assert after[-1].shape == (1, 256, 4, 4)
+    torch.testing.assert_close(after[-1], maps[-2], rtol=0, atol=0)  # layer4 gone: the last map is layer3's
+
+
+def test_torch_export_leaves_the_eager_extractor_working():
+    f = _resnet18_feats().eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = f(x)
+        program = torch.export.export(f, (x,), strict=False)
+        again = f(x)
+        exported = program.module()(x)
+    for a, b, c in zip(ref, again, exported, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("indices", "modules"), [
+    ((3, 1), ["layer3", "layer1"]), ((4, 0), ["layer4", "relu"]), ((-1, -5), ["layer4", "relu"]),
+    ((2, 2, 0), ["layer2", "layer2", "relu"]),
+])
+def test_out_indices_in_any_order_return_the_maps_feature_info_lists(indices, modules):
+    f = _resnet18_feats(out_indices=indices).eval()
+    full = _resnet18_feats().eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        maps, all_maps = f(x), dict(zip(full.feature_info.module_name(), full(x), strict=True))
+    assert f.feature_info.module_name() == modules
+    assert [m.shape[1] for m in maps] == f.feature_info.channels()
+    for name, m in zip(modules, maps, strict=True):
+        torch.testing.assert_close(m, all_maps[name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("name", "kwargs"), [
+    ("googlenet", {"transform_input": True}), ("nin_cifar", {}), ("lenet5", {}), ("mobilenet_v3_small", {}),
+    ("efficientnet_b0", {}), ("resnet20_cifar", {}), ("alexnet_cifar", {}),
+])
+def test_feature_maps_equal_the_full_nets_stage_outputs(name, kwargs):
+    """The feature net runs the same modules as the net's forward_features, transform of the input included."""
+    torch.manual_seed(0)
+    full = cnnzoo.create_model(name, **kwargs).eval()
+    feats = cnnzoo.create_model(name, features_only=True, **kwargs).eval()
+    feats.load_state_dict(feats.convert_state_dict(full.state_dict()), strict=True)
+    info = cnnzoo.model_info(name)
+    x = torch.randn(2, info.in_chans, 32, 32)
+    seen = {}
+    for n in feats.feature_info.module_name():
+        full.get_submodule(n).register_forward_hook(lambda m, a, o, n=n: seen.setdefault(n, o.clone()))
+    with torch.no_grad():
+        full(x)
+        maps = feats(x)
+    for n, m in zip(feats.feature_info.module_name(), maps, strict=True):
+        torch.testing.assert_close(m, seen[n], rtol=0, atol=0)

@@ -81,28 +81,94 @@ def prepare(model: nn.Module, fuse_bn: bool = True) -> nn.Module:
     return net
 
 
+class _FixedAdaptiveAvgPool(nn.Module):
+    """``AdaptiveAvgPool2d`` for one input size as two fixed averaging matrices (``ph @ x @ pw.T``): the
+    TorchScript-based ONNX exporter takes an adaptive pooling only where the input is a multiple of the
+    output (a 1x1 map pooled up to VGG's 7x7 is not)."""
+
+    def __init__(self, in_hw: tuple[int, int], out_hw: tuple[int, int]) -> None:
+        super().__init__()
+        self.register_buffer("ph", _averaging(in_hw[0], out_hw[0]), persistent=False)
+        self.register_buffer("pw", _averaging(in_hw[1], out_hw[1]).T.contiguous(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ph @ x @ self.pw
+
+
+def _averaging(n: int, out: int) -> torch.Tensor:
+    """(out, n): row i averages PyTorch's adaptive window floor(i n / out) .. ceil((i + 1) n / out)."""
+    m = torch.zeros(out, n)
+    for i in range(out):
+        lo, hi = i * n // out, -(-(i + 1) * n // out)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
+
+
+def _fix_adaptive_pools(net: nn.Module, x: torch.Tensor) -> None:
+    """Swap each adaptive average pooling whose input (at ``x``'s size) is no multiple of its output for
+    :class:`_FixedAdaptiveAvgPool`: the exported graph has a fixed image size anyway."""
+    sizes: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
+    pools = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.AdaptiveAvgPool2d)]
+
+    def record(name: str):  # noqa: ANN202
+        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            sizes[name] = (tuple(args[0].shape[-2:]), tuple(out.shape[-2:]))
+        return hook
+
+    hooks = [m.register_forward_hook(record(n)) for n, m in pools]
+    try:
+        with torch.no_grad():
+            net(x[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    for name, (i, o) in sizes.items():
+        if i[0] % o[0] or i[1] % o[1]:
+            net.set_submodule(name, _FixedAdaptiveAvgPool((int(i[0]), int(i[1])), (int(o[0]), int(o[1]))))
+
+
 def _public_meta(meta: dict) -> dict:
     keys = ("model", "num_classes", "in_chans", "img_size", "mean", "std", "classes", "dataset", "resize")
     return {k: meta.get(k) for k in keys}
 
 
 def _export_onnx(net: nn.Module, x: torch.Tensor, path: Path, opset: int, meta: dict) -> None:
+    """The TorchScript-based exporter (no onnxscript needed, dynamic axes by name); where it cannot take
+    a net, the torch.export-based one (``dynamo=True``, which needs the onnxscript package)."""
     import onnx
 
+    _fix_adaptive_pools(net, x)
+    try:
+        _torchscript_onnx(net, x, path, opset)
+    except Exception as first:  # noqa: BLE001  (the exporter raises many types; the fallback says which)
+        if importlib.util.find_spec("onnxscript") is None:
+            reason = str(first).strip().splitlines()[0] if str(first).strip() else type(first).__name__
+            raise CnnzooError(f"the ONNX exporter cannot take this net ({reason[:200]}); pip install onnxscript "
+                              f"for torch's newer exporter, or use --format torchscript") from first
+        _dynamo_onnx(net, x, path, opset)
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "cnnzoo", json.dumps(_public_meta(meta))
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def _torchscript_onnx(net: nn.Module, x: torch.Tensor, path: Path, opset: int) -> None:
     with warnings.catch_warnings():
-        # the TorchScript-based exporter: no onnxscript needed, dynamic axes by name (deprecated upstream
-        # in favour of the torch.export-based one, which needs the onnxscript package)
+        # deprecated upstream in favour of the torch.export-based exporter, which needs onnxscript
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Constant folding")  # strided slices (ResNet option A)
         torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=opset, input_names=["input"],
                           output_names=["logits"], do_constant_folding=True,
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    proto = onnx.load(str(path))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "cnnzoo", json.dumps(_public_meta(meta))
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+
+
+def _dynamo_onnx(net: nn.Module, x: torch.Tensor, path: Path, opset: int) -> None:
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.onnx.export(net, (x,), dynamo=True, opset_version=max(opset, 18), input_names=["input"],
+                                output_names=["logits"], dynamic_shapes=({0: batch},), verbose=False)
+    program.save(str(path))
 
 
 def _run_onnx(path: Path, x: torch.Tensor) -> torch.Tensor:
@@ -131,6 +197,22 @@ def _run_torchscript(path: Path, x: torch.Tensor) -> torch.Tensor:
         return _logits(torch.jit.load(str(path))(x))
 
 
+def _check_format(format: str, opset: int) -> str:
+    """The format's canonical name, its opset and packages checked before any work."""
+    fmt_ = format.lower().replace("-", "")
+    if fmt_ in ("ts", "jit"):
+        fmt_ = "torchscript"
+    if fmt_ not in FORMATS:
+        raise CnnzooError(f"unknown export format {format!r}: use onnx or torchscript")
+    if fmt_ == "onnx":
+        from .ranges import Range
+
+        Range(int, lo=MIN_OPSET, hi=max_opset()).check("the ONNX opset (--opset)", opset)
+    if fmt_ == "onnx" and not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
+        raise CnnzooError("--format onnx needs onnx and onnxruntime: pip install 'cnnzoo[export]'")
+    return fmt_
+
+
 def export(
     checkpoint: str | os.PathLike,
     format: str = "onnx",
@@ -148,21 +230,19 @@ def export(
     """
     from .training import find_checkpoint, load_checkpoint
 
-    fmt_ = format.lower().replace("-", "")
-    if fmt_ in ("ts", "jit"):
-        fmt_ = "torchscript"
-    if fmt_ not in FORMATS:
-        raise CnnzooError(f"unknown export format {format!r}: use onnx or torchscript")
-    if fmt_ == "onnx":
-        from .ranges import Range
-
-        Range(int, lo=MIN_OPSET, hi=max_opset()).check("the ONNX opset (--opset)", opset)
-    if fmt_ == "onnx" and not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
-        raise CnnzooError("--format onnx needs onnx and onnxruntime: pip install 'cnnzoo[export]'")
+    fmt_ = _check_format(format, opset)
     model, meta = load_checkpoint(checkpoint, device="cpu")
     if out is None:
         run_dir = find_checkpoint(checkpoint).parent
         out = run_dir / f"{meta.get('model') or 'model'}.{'onnx' if fmt_ == 'onnx' else 'pt'}"
+    return export_model(model, meta, out, fmt_, opset=opset, fuse_bn=fuse_bn, tol=tol, seed=seed)
+
+
+def export_model(model: nn.Module, meta: dict, out: str | os.PathLike, format: str = "onnx", opset: int = MIN_OPSET,
+                 fuse_bn: bool = True, tol: float = 1e-4, seed: int = 0) -> ExportResult:
+    """:func:`export` for a model in memory: ``meta`` needs ``in_chans`` and ``img_size`` (the input the
+    file takes; the batch stays free) and may carry the preprocessing stored with it."""
+    fmt_ = _check_format(format, opset)
     path = Path(out).expanduser()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

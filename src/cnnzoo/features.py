@@ -7,12 +7,14 @@ field analysis, so every stage comes with its channels, reduction (= the jump, t
 before it), module name, map size, and its receptive field and jump in input pixels.
 
 :class:`FeatureNet` (``create_model(name, features_only=True, out_indices=...)``) returns those maps as a
-list. It registers the net's own modules under their own names, less the head, so its ``state_dict`` keys
-are the net's (minus the classifier) and checkpoints load with ``load_pretrained``.
+list. It owns the net's modules under their own names, less the head, and runs them itself, so its
+``state_dict`` keys are the net's (minus the classifier) and checkpoints load with ``load_pretrained``.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -142,40 +144,39 @@ def take_indices(out_indices: int | Sequence[int] | None, n: int, name: str) -> 
     return tuple(i % n for i in out_indices)
 
 
-class _Tap:
-    """Forward hook that keeps a module's output (a class, not a closure, so the net deep-copies and pickles)."""
-
-    def __init__(self, name: str, store: dict[str, Tensor]) -> None:
-        self.name, self.store = name, store
-
-    def __call__(self, module: nn.Module, args: Any, out: Tensor) -> None:
-        self.store[self.name] = out
-
-
-def _prune_after(model: nn.Module, last: str, head: Sequence[str]) -> list[str]:
-    """Replace the siblings that run after the module ``last`` by identities; their dotted names."""
-    parent_name, _, child = last.rpartition(".")
-    parent = model.get_submodule(parent_name)
-    if parent_name and not isinstance(parent, nn.Sequential):
-        return []
-    names = [n for n, _ in parent.named_children()]
-    pruned = []
-    for n in names[names.index(child) + 1:]:
-        full = f"{parent_name}.{n}" if parent_name else n
-        if full not in head and not isinstance(parent.get_submodule(n), nn.Identity):
-            setattr(parent, n, nn.Identity())
-            pruned.append(full)
-    return pruned
+def _truncated(module: nn.Module, path: str, last: str) -> tuple[nn.Module, list[str]]:
+    """``module`` (at dotted ``path``) cut after the module ``last`` inside it: a ``Sequential`` rebuilt from
+    its children up to the one that holds ``last`` (itself cut), under their own names. Also the dotted
+    names of the children left out (their checkpoint keys are dropped)."""
+    if last == path or not isinstance(module, nn.Sequential):
+        return module, []
+    kept: OrderedDict[str, nn.Module] = OrderedDict()
+    dropped: list[str] = []
+    done = False
+    for n, child in module.named_children():
+        full = f"{path}.{n}"
+        if done:
+            dropped.append(full)
+            continue
+        kept[n], more = _truncated(child, full, last)
+        dropped += more
+        done = last == full or last.startswith(full + ".")
+    return nn.Sequential(kept), dropped
 
 
 class FeatureNet(nn.Module):
     """A net that returns the feature maps of the stages ``out_indices`` as a list (timm's ``features_only``).
 
-    The net's modules, less its head (``head_modules()`` and the classifier), are registered here under their
-    own names; the net's ``forward_features`` runs them and forward hooks take the stage outputs. What runs
-    after the last stage asked for (the next siblings in its ``Sequential``, or on the net itself, whose
-    ``forward_features`` is a chain of its children in every family) becomes an identity, as timm truncates
-    its features-only nets: no work and no weights for it. ``feature_info`` lists the stages returned.
+    It takes over the modules the net's ``forward_features`` runs one after the other (``feature_chain()``),
+    under their own names, and its forward runs them itself (its own children, in order, walking into a
+    ``Sequential`` that holds a stage), keeping the stage outputs: as timm's ``FeatureListNet`` and
+    torchvision's ``IntermediateLayerGetter``. So a module replaced on the feature net (``SyncBatchNorm``,
+    frozen BatchNorm, ``f.layer4 = nn.Identity()``) is the one that runs, and no hook or shared state is
+    left for ``torch.export`` to rewrite. Nothing after the last stage asked for is kept (timm truncates its
+    features-only nets too), nor the head; ``state_dict`` keys are the net's, less those.
+
+    The maps come in the order of ``out_indices``, as ``feature_info`` lists them (timm's ``feature_info``
+    order; timm's own maps follow the forward order instead, which differs only for unsorted indices).
     """
 
     def __init__(self, model: nn.Module, out_indices: int | Sequence[int] | None = None,
@@ -184,38 +185,73 @@ class FeatureNet(nn.Module):
         info = feature_info(model, input_size, name)
         indices = take_indices(out_indices, len(info), info.model)
         self.feature_info, self.out_indices = info.select(indices), indices
-        head = (*model.head_modules(), model.classifier_name)
-        model.reset_classifier(0)
-        self._dropped = (*head, *_prune_after(model, self.feature_info.module_name()[-1], head))
-        for name, child in model.named_children():
-            if name not in self._dropped:
-                self.add_module(name, child)
-        for name, p in model.named_parameters(recurse=False):
-            self.register_parameter(name, p)
-        for name, b in model.named_buffers(recurse=False):
-            self.register_buffer(name, b)
-        self._net = (model,)  # held outside the module tree: its modules are registered above, keys unchanged
-        self._store: dict[str, Tensor] = {}
-        for name in dict.fromkeys(self.feature_info.module_name()):
-            model.get_submodule(name).register_forward_hook(_Tap(name, self._store))
+        self._family = type(model)  # for its ``convert_state_dict`` (a class: no module of the net is held)
+        chain = _feature_chain(model)
+        taps = self.feature_info.module_name()
+        last = max(taps, key=lambda n: info.module_name().index(n))  # the deepest stage asked for
+        head = last.split(".")[0]
+        if head not in chain:
+            raise CnnzooError(f"{type(model).__name__}: stage {last!r} is not in its feature_chain() {chain}")
+        self._chain = tuple(chain[:chain.index(head) + 1])
+        self._taps = tuple(taps)
+        self._dropped = [n for n, _ in model.named_children() if n not in self._chain]
+        for n in self._chain:
+            child, dropped = _truncated(model.get_submodule(n), n, last if n == head else n)
+            self.add_module(n, child)
+            self._dropped += dropped
+        for t in self._taps:
+            _check_reachable(self, t)
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        self._store.clear()
-        self._net[0].forward_features(x)
-        out = [self._store[name] for name in self.feature_info.module_name()]
-        self._store.clear()
-        return out
-
-    def train(self, mode: bool = True) -> FeatureNet:
-        self._net[0].train(mode)  # the wrapped net's own flag too (its forward_features may read it)
-        self.training = mode
-        return self
+        found: dict[str, Tensor] = {}
+        for name in self._chain:
+            x = _run(self.get_submodule(name), name, x, self._taps, found)
+        return [found[name] for name in self._taps]
 
     def convert_state_dict(self, sd: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The net's own key mapping, then the keys of the head (and of the layers after the last stage)
-        dropped: a full checkpoint loads strictly."""
-        convert = getattr(self._net[0], "convert_state_dict", None)
-        if callable(convert):
-            sd = convert(sd)
-        head = tuple(f"{name}." for name in self._dropped)
-        return {k: v for k, v in sd.items() if not k.startswith(head)}
+        """The net's own key mapping (its family's ``convert_state_dict``, run with this feature net as the
+        net: the same modules under the same names), then the keys of the head and of what follows the
+        last stage dropped: a full checkpoint loads strictly."""
+        convert = inspect.getattr_static(self._family, "convert_state_dict", None)
+        if isinstance(convert, staticmethod | classmethod):
+            sd = self._family.convert_state_dict(sd)
+        elif callable(convert):
+            sd = convert(self, sd)
+        drop = tuple(f"{name}." for name in self._dropped)
+        return {k: v for k, v in sd.items() if not k.startswith(drop)}
+
+
+def _feature_chain(model: nn.Module) -> list[str]:
+    chain = getattr(model, "feature_chain", None)
+    try:
+        names = chain() if callable(chain) else None
+    except NotImplementedError:
+        names = None
+    if not names:
+        raise CnnzooError(f"{type(model).__name__} does not list its feature_chain(): multi-scale features need "
+                          f"a cnnzoo net (or a cnnzoo.layers.Backbone subclass with feature_chain())")
+    if any(True for _ in model.parameters(recurse=False)) or any(True for _ in model.buffers(recurse=False)):
+        raise CnnzooError(f"{type(model).__name__} holds tensors of its own: a features-only net takes over "
+                          f"only its modules")
+    return list(names)
+
+
+def _check_reachable(net: nn.Module, path: str) -> None:
+    """A stage must be a chain module or reached through ``Sequential`` s only (what ``_run`` walks)."""
+    parts = path.split(".")
+    for i in range(1, len(parts)):
+        if not isinstance(net.get_submodule(".".join(parts[:i])), nn.Sequential):
+            raise CnnzooError(f"stage {path!r} sits inside {'.'.join(parts[:i])!r}, which is not a Sequential: "
+                              f"a features-only net cannot take its output")
+
+
+def _run(module: nn.Module, path: str, x: Tensor, taps: Sequence[str], found: dict[str, Tensor]) -> Tensor:
+    """``module(x)``, or its children one by one when a stage sits inside it; stage outputs go to ``found``."""
+    if isinstance(module, nn.Sequential) and any(t.startswith(path + ".") for t in taps):
+        for n, child in module.named_children():
+            x = _run(child, f"{path}.{n}", x, taps, found)
+    else:
+        x = module(x)
+    if path in taps:
+        found[path] = x
+    return x

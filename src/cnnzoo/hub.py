@@ -34,9 +34,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from .errors import CnnzooError
+from .registry import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (re-exported; files without published cfg)
 
 IMAGENET = "imagenet"  # the tag for each library's default ImageNet-1k weights
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # for files without published cfg
 
 # Constructor arguments torchvision's builder sets when it loads published weights, so that ours computes
 # the same function: GoogLeNet's weights were trained on inputs scaled to [-1, 1] (the original Inception
@@ -208,11 +208,14 @@ def load_weights(model: nn.Module, name: str, pretrained: bool | str | os.PathLi
 
 def attach_weights(model: nn.Module, pw: PublishedWeights) -> None:
     """Say on ``model`` which weights it holds: ``model.pretrained_weights`` and, merged into its
-    ``default_cfg`` (timm's place for them), the weights' preprocessing and ``"pretrained"``."""
+    ``pretrained_cfg`` (timm's place for them; ``default_cfg`` is the same dict), the weights' preprocessing
+    and ``"pretrained"``."""
     model.pretrained_weights = pw  # type: ignore[attr-defined]
-    cfg = getattr(model, "default_cfg", None)
-    if isinstance(cfg, dict):
-        cfg.update({**pw.preprocessing(), "pretrained": f"{pw.source}:{pw.ref}.{pw.tag}"})
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict):  # timm's keys for the weights' evaluation transform, and cnnzoo's resize/crop
+        cfg.update({**pw.preprocessing(), "pretrained": f"{pw.source}:{pw.ref}.{pw.tag}",
+                    "input_size": (cfg["input_size"][0], pw.crop, pw.crop), "crop_pct": round(pw.crop / pw.resize, 4),
+                    "crop_mode": "center", "mean": tuple(pw.mean), "std": tuple(pw.std)})
 
 
 def published_state_dict(pw: PublishedWeights, progress: bool = True) -> dict[str, Tensor]:

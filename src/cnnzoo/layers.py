@@ -7,9 +7,13 @@ that torchvision ``state_dict`` files load without a key map.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from typing import Any
 
 import torch
+import torch.fx
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import CnnzooError
@@ -220,6 +224,31 @@ class InvertedResidual(nn.Module):
 MBConv = InvertedResidual  # the EfficientNet paper's name for the same block
 
 
+def local_response_norm(x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
+    """``F.local_response_norm`` with the same numbers, but for an odd window over an (N, C, H, W) batch the
+    channel padding is the pooling's own (``avg_pool3d(padding=...)``, zeros counted, as the explicit pad)
+    instead of a 5-d ``F.pad``, after which the TorchScript-based ONNX exporter loses the map sizes (and then
+    cannot export an adaptive pooling further on)."""
+    if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
+        raise CnnzooError(f"local response normalisation has no {str(x.dtype).removeprefix('torch.')} kernel on "
+                          f"the CPU in PyTorch: run this net in float32 on the CPU, or in half precision on a GPU")
+    if x.dim() != 4 or size % 2 == 0 or x.shape[1] < size:
+        return F.local_response_norm(x, size, alpha, beta, k)
+    div = F.avg_pool3d(x.mul(x).unsqueeze(1), (size, 1, 1), stride=1, padding=(size // 2, 0, 0)).squeeze(1)
+    return x / div.mul(alpha).add(k).pow(beta)
+
+
+torch.fx.wrap("local_response_norm")  # one opaque call for torch.fx (create_feature_extractor, FX passes)
+
+
+class LocalResponseNorm(nn.LocalResponseNorm):
+    """``nn.LocalResponseNorm`` (same arguments, same numbers) through :func:`local_response_norm` for
+    4-d input, so that every exporter takes it and half precision on the CPU is one line."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+
+
 class Backbone(nn.Module):
     """timm's classifier API, written once for every family.
 
@@ -297,6 +326,31 @@ class Backbone(nn.Module):
         if not isinstance(features, nn.Sequential):
             raise NotImplementedError(f"{type(self).__name__} must list its stage modules")
         return [f"features.{n}" for n, m in features.named_children() if not isinstance(m, nn.Dropout)]
+
+    def feature_chain(self) -> list[str]:
+        """The top-level modules that ``forward_features`` runs one after the other, in order; a features-only
+        net (``cnnzoo.features.FeatureNet``) takes them over and runs them itself. Default: ``features``."""
+        if not isinstance(getattr(self, "features", None), nn.Sequential):
+            raise NotImplementedError(f"{type(self).__name__} must list its feature chain")
+        return ["features"]
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm's parameter groups, in forward order, for layer-wise LR decay (``timm.optim.create_optimizer_v2(
+        model, "adamw", layer_decay=0.75)``): one group per module of ``feature_chain()`` or, for a plain
+        ``Sequential`` there, per child, and unless ``coarse`` per grandchild of a plain ``Sequential`` child
+        (the blocks of a stage). Parameters no group matches (the head) form timm's last group."""
+        units: list[str] = []
+        for name in self.feature_chain():
+            module = self.get_submodule(name)
+            if type(module) is not nn.Sequential:
+                units.append(name)
+                continue
+            for c, child in module.named_children():
+                if not coarse and type(child) is nn.Sequential:
+                    units += [f"{name}.{c}.{g}" for g, _ in child.named_children()]
+                else:
+                    units.append(f"{name}.{c}")
+        return {"blocks": [(rf"^{re.escape(u)}\.", (i,)) for i, u in enumerate(units)]}
 
     def new_classifier(self, in_features: int, num_classes: int) -> nn.Module:
         """A fresh final layer (PyTorch's default initialisation, as timm's ``reset_classifier``)."""

@@ -175,17 +175,33 @@ class InputCheck:
                 f"(its classifier has a fixed input); resize the images (e.g. --img-size {self.max_size})")
 
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+DEFAULT_CROP_PCT = 0.875  # timm's default evaluation crop (224 of 256)
+
+
+def data_cfg(model: nn.Module, info: ModelInfo, in_chans: int, num_classes: int) -> dict:
+    """timm's ``pretrained_cfg`` for a net with fresh weights: its own input size, ImageNet's mean and std
+    (their channel average for other channel counts), timm's default crop, and where the classifier and the
+    first conv sit (timm reads them to adapt a head or ``in_chans``)."""
+    if in_chans == 3:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    else:
+        mean, std = (round(sum(IMAGENET_MEAN) / 3, 4),) * in_chans, (round(sum(IMAGENET_STD) / 3, 4),) * in_chans
+    first_conv = next((n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), "")
+    return {
+        "architecture": info.name, "input_size": (in_chans, *info.input_size[1:]), "interpolation": "bilinear",
+        "mean": mean, "std": std, "crop_pct": DEFAULT_CROP_PCT, "crop_mode": "center", "num_classes": num_classes,
+        "classifier": getattr(model, "classifier_name", ""), "first_conv": first_conv, "min_size": info.min_size,
+    }
+
+
 def finish_model(model: nn.Module, info: ModelInfo, in_chans: int, num_classes: int) -> nn.Module:
     """Attach what every built model carries: the input-size check (a forward pre-hook that names the minimum),
-    ``cnnzoo_name`` and timm's ``default_cfg``."""
+    ``cnnzoo_name`` and timm's ``pretrained_cfg`` (:func:`data_cfg`; ``default_cfg`` is the same dict, timm's
+    older name), which ``timm.data.resolve_data_config({}, model=model)`` reads."""
     model.register_forward_pre_hook(InputCheck(info.name, in_chans, info.min_size, info.max_size))
     model.cnnzoo_name = info.name  # type: ignore[attr-defined]
-    model.default_cfg = {  # type: ignore[attr-defined]  (timm's attribute name, for users' habits)
-        "architecture": info.name,
-        "input_size": (in_chans, *info.input_size[1:]),
-        "num_classes": num_classes,
-        "min_size": info.min_size,
-    }
+    model.pretrained_cfg = model.default_cfg = data_cfg(model, info, in_chans, num_classes)  # type: ignore
     return model
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ..layers import Backbone
+from ..layers import Backbone, LocalResponseNorm
 from ..registry import register_model
 
 __all__ = ["AlexNet", "AlexNetCifar", "ConvRow", "ALEXNET", "ALEXNET_2012", "paper_lrn"]
@@ -63,13 +63,13 @@ ALEXNET_2012: tuple[ConvRow, ...] = (  # Krizhevsky et al. 2012, Section 3.5 and
 )
 
 
-def paper_lrn(n: int = 5, k: float = 2.0, alpha: float = 1e-4, beta: float = 0.75) -> nn.LocalResponseNorm:
+def paper_lrn(n: int = 5, k: float = 2.0, alpha: float = 1e-4, beta: float = 0.75) -> LocalResponseNorm:
     """The paper's response normalisation b = a / (k + alpha * sum_n a^2)^beta as a torch module.
 
     ``nn.LocalResponseNorm`` divides ``alpha`` by the window size n (as Caffe does), the paper does not:
     the paper's alpha=1e-4 is torch's alpha = n * 1e-4.
     """
-    return nn.LocalResponseNorm(size=n, alpha=n * alpha, beta=beta, k=k)
+    return LocalResponseNorm(size=n, alpha=n * alpha, beta=beta, k=k)
 
 
 class AlexNet(Backbone):

@@ -17,6 +17,7 @@ for B0), the head is pool, dropout, linear; the multi-scale features are the las
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
 
@@ -94,10 +95,11 @@ class EfficientNet(Backbone):
         bn_eps: float = 1e-5,
         bn_momentum: float = 0.1,
         rows: tuple[MBConvRow, ...] = B0_ROWS,
+        norm_layer: Callable[..., nn.Module] | None = None,
     ) -> None:
         super().__init__()
         p_max = stochastic_depth_prob if drop_path_rate is None else drop_path_rate
-        norm = partial(nn.BatchNorm2d, eps=bn_eps, momentum=bn_momentum)
+        norm = norm_layer or partial(nn.BatchNorm2d, eps=bn_eps, momentum=bn_momentum)  # (as torchvision's)
 
         def width(c: int) -> int:
             return make_divisible(c * width_mult)

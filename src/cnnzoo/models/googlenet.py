@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import CnnzooError
-from ..layers import Backbone
+from ..layers import Backbone, LocalResponseNorm
 from ..registry import register_model
 
 __all__ = ["GoogLeNet", "GoogLeNetOutputs", "Inception", "InceptionAux", "InceptionRow", "INCEPTION_TABLE"]
@@ -159,6 +159,17 @@ class InceptionAux(nn.Module):
         return self.fc2(self.dropout(x))
 
 
+class TransformInput(nn.Module):
+    """torchvision's ``transform_input``: re-normalise ImageNet-normalised input to the (x - 0.5) / 0.5 its
+    ported weights expect. A module (not a method) so that a features-only net runs it as its first step."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        x0 = x[:, 0:1] * (0.229 / 0.5) + (0.485 - 0.5) / 0.5
+        x1 = x[:, 1:2] * (0.224 / 0.5) + (0.456 - 0.5) / 0.5
+        x2 = x[:, 2:3] * (0.225 / 0.5) + (0.406 - 0.5) / 0.5
+        return torch.cat((x0, x1, x2), 1)
+
+
 class GoogLeNet(Backbone):
     """GoogLeNet with torchvision's attribute names (conv1, maxpool1, conv2, conv3, maxpool2, inception3a ...
     inception5b, aux1, aux2, avgpool, dropout, fc); the paper form adds parameter-free ``lrn1``/``lrn2``."""
@@ -182,10 +193,10 @@ class GoogLeNet(Backbone):
         body: list[tuple[str, nn.Module]] = [
             ("conv1", conv(in_chans, 64, kernel_size=7, stride=2, padding=3)),  # -> 112
             ("maxpool1", nn.MaxPool2d(3, stride=2, ceil_mode=True)),  # -> 56
-            *([("lrn1", nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0))] if paper else []),
+            *([("lrn1", LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0))] if paper else []),
             ("conv2", conv(64, 64, kernel_size=1)),
             ("conv3", conv(64, 192, kernel_size=3, padding=1)),
-            *([("lrn2", nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0))] if paper else []),
+            *([("lrn2", LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0))] if paper else []),
             ("maxpool2", nn.MaxPool2d(3, stride=2, ceil_mode=True)),  # -> 28
         ]
         ch = 192
@@ -197,6 +208,8 @@ class GoogLeNet(Backbone):
             else:
                 body.append((row.name, Inception(ch, row, conv, k5=5 if paper else 3)))
                 ch = row.out
+        if transform_input:  # first, so that the modules stand in forward order (no weights: keys unchanged)
+            self.input_transform = TransformInput()
         for name, module in body:
             self.add_module(name, module)
         self._body = [name for name, _ in body]
@@ -233,20 +246,12 @@ class GoogLeNet(Backbone):
                 nn.init.kaiming_uniform_(m.weight, nonlinearity="linear")
                 nn.init.constant_(m.bias, 0.0 if m in outputs else 0.2)
 
-    def _transform_input(self, x: Tensor) -> Tensor:
-        """torchvision's: re-normalise ImageNet-normalised input to the (x - 0.5) / 0.5 its ported weights
-        expect. Off unless asked for."""
-        x0 = x[:, 0:1] * (0.229 / 0.5) + (0.485 - 0.5) / 0.5
-        x1 = x[:, 1:2] * (0.224 / 0.5) + (0.456 - 0.5) / 0.5
-        x2 = x[:, 2:3] * (0.225 / 0.5) + (0.406 - 0.5) / 0.5
-        return torch.cat((x0, x1, x2), 1)
-
     classifier_name, pre_logits_names = "fc", ("dropout",)
 
     def _body_forward(self, x: Tensor, aux: dict[str, Tensor] | None = None) -> Tensor:
         """Stem and Inception stages; the aux heads' outputs go to ``aux`` when it is given."""
         if self.transform_input:
-            x = self._transform_input(x)
+            x = self.input_transform(x)
         for name in self._body:
             x = getattr(self, name)(x)
             head = AUX_AFTER.get(name)
@@ -267,6 +272,9 @@ class GoogLeNet(Backbone):
     def stage_modules(self) -> list[str]:
         return list(self._body)
 
+    def feature_chain(self) -> list[str]:
+        return [*(["input_transform"] if self.transform_input else []), *self._body]
+
     def head_modules(self) -> list[str]:
         return [*super().head_modules(), *(["aux1", "aux2"] if self.aux_logits else [])]
 
@@ -284,7 +292,7 @@ class GoogLeNet(Backbone):
 
     def convert_state_dict(self, sd: dict[str, Tensor]) -> dict[str, Tensor]:
         """torchvision checkpoints carry the aux heads; drop them when this model was built without."""
-        if self.aux_logits:
+        if getattr(self, "aux1", None) is not None:  # (a features-only net, which has none, runs this too)
             return sd
         return {k: v for k, v in sd.items() if not k.startswith(("aux1.", "aux2."))}
 

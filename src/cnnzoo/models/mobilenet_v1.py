@@ -86,13 +86,15 @@ class MobileNetV1(Backbone):
         dropout: float = 0.0,
         act: str = "relu6",
         rows: tuple[DSRow, ...] = V1_ROWS,
+        norm_layer: Callable[..., nn.Module] | None = None,
     ) -> None:
         super().__init__()
+        norm = norm_layer or nn.BatchNorm2d
         ch = make_divisible(STEM * width_mult)
-        layers: list[nn.Module] = [Conv2dNormActivation(in_chans, ch, 3, stride=2, act=act)]
+        layers: list[nn.Module] = [Conv2dNormActivation(in_chans, ch, 3, stride=2, act=act, norm_layer=norm)]
         for row in rows:
             out = make_divisible(row.out * width_mult)
-            layers.append(DepthwiseSeparable(ch, out, row.stride, act))
+            layers.append(DepthwiseSeparable(ch, out, row.stride, act, norm_layer=norm))
             ch = out
         self.features = nn.Sequential(*layers)
         self.num_features = ch

@@ -11,6 +11,7 @@ the net is checked equal to torchvision's. ``mobilenet_v2_cifar`` is the usual 3
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from torch import Tensor, nn
@@ -50,17 +51,18 @@ class InvertedResidualV2(nn.Module):
     conv. The projection is a bare ``Conv2d`` + ``BatchNorm2d`` (keys ``conv.{-2,-1}``), as torchvision.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: int,
+                 norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d) -> None:
         super().__init__()
         hidden = int(round(in_channels * expand_ratio))
         self.use_res_connect = stride == 1 and in_channels == out_channels
         layers: list[nn.Module] = []
         if expand_ratio != 1:
-            layers.append(Conv2dNormActivation(in_channels, hidden, 1, act="relu6"))
+            layers.append(Conv2dNormActivation(in_channels, hidden, 1, act="relu6", norm_layer=norm_layer))
         layers += [
-            Conv2dNormActivation(hidden, hidden, 3, stride, groups=hidden, act="relu6"),
+            Conv2dNormActivation(hidden, hidden, 3, stride, groups=hidden, act="relu6", norm_layer=norm_layer),
             nn.Conv2d(hidden, out_channels, 1, bias=False),
-            nn.BatchNorm2d(out_channels),
+            norm_layer(out_channels),
         ]
         self.conv = nn.Sequential(*layers)
         self.stride, self.out_channels = stride, out_channels
@@ -88,20 +90,22 @@ class MobileNetV2(Backbone):
         rows: tuple[IRRow, ...] = V2_ROWS,
         stem_stride: int = 2,
         strides: tuple[int, ...] | None = None,
+        norm_layer: Callable[..., nn.Module] | None = None,
     ) -> None:
         super().__init__()
+        norm = norm_layer or nn.BatchNorm2d
         strides = tuple(r.s for r in rows) if strides is None else tuple(strides)
         if len(strides) != len(rows):
             raise ValueError(f"need one stride per row ({len(rows)}), got {len(strides)}")
         ch = make_divisible(STEM * width_mult)
-        layers: list[nn.Module] = [Conv2dNormActivation(in_chans, ch, 3, stem_stride, act="relu6")]
+        layers: list[nn.Module] = [Conv2dNormActivation(in_chans, ch, 3, stem_stride, act="relu6", norm_layer=norm)]
         for row, s in zip(rows, strides, strict=True):
             out = make_divisible(row.c * width_mult)
             for i in range(row.n):
-                layers.append(InvertedResidualV2(ch, out, s if i == 0 else 1, row.t))
+                layers.append(InvertedResidualV2(ch, out, s if i == 0 else 1, row.t, norm_layer=norm))
                 ch = out
         self.last_channel = make_divisible(HEAD * max(1.0, width_mult))
-        layers.append(Conv2dNormActivation(ch, self.last_channel, 1, act="relu6"))
+        layers.append(Conv2dNormActivation(ch, self.last_channel, 1, act="relu6", norm_layer=norm))
         self.features = nn.Sequential(*layers)
         self.num_features = self.last_channel
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # torchvision calls the functional form; no weights either way

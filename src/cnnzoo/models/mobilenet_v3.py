@@ -10,6 +10,7 @@ Keys are torchvision's (``features.N.block.M``); checked equal to torchvision's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
 
@@ -96,9 +97,10 @@ class MobileNetV3(Backbone):
         width_mult: float = 1.0,
         dropout: float = 0.2,
         drop_path_rate: float = 0.0,
+        norm_layer: Callable[..., nn.Module] | None = None,
     ) -> None:
         super().__init__()
-        norm = partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
+        norm = norm_layer or partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)  # torchvision's default
         ch = make_divisible(STEM * width_mult)
         layers: list[nn.Module] = [Conv2dNormActivation(in_chans, ch, 3, 2, act="hardswish", norm_layer=norm)]
         for i, r in enumerate(rows):

@@ -309,6 +309,13 @@ class ResNet(Backbone):
     def stage_modules(self) -> list[str]:
         return ["relu", "maxpool", *(s.name for s in STAGES)]
 
+    def feature_chain(self) -> list[str]:
+        return ["conv1", "bn1", "relu", "maxpool", *(s.name for s in STAGES)]
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """timm's ResNet groups: the stem, then each stage (``coarse``) or each block."""
+        return {"stem": r"^conv1|bn1|maxpool", "blocks": r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)"}
+
 
 def _resnet(depth: int, num_classes: int, in_chans: int, **kwargs) -> ResNet:
     kind, layers = DEPTHS[depth]

@@ -140,6 +140,13 @@ class CifarResNet(Backbone):
     def stage_modules(self) -> list[str]:
         return ["relu", *self._stage_names]
 
+    def feature_chain(self) -> list[str]:
+        return ["conv1", "bn1", "relu", *self._stage_names]
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """timm's ResNet groups: the stem, then each stage (``coarse``) or each block."""
+        return {"stem": r"^conv1|bn1|maxpool", "blocks": r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)"}
+
 
 class ResNetCifarStem(ResNet):
     """An ImageNet ResNet (torchvision's stages and keys) with a 3x3 stride-1 stem and no max pool."""
