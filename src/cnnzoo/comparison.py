@@ -208,7 +208,7 @@ def _run_one(name: str, size: int, note: str, job: CompareJob) -> dict:
                    stopped=res.stopped, final_top1=res.final_acc, history=_history(res.history),
                    params=res.params or row["params"], checkpoint=res.checkpoint)
         ev = evaluate(res.checkpoint, dataset=job.cfg.dataset, split="test", data_dir=o.data_dir, device=o.device,
-                      out=mdir)
+                      out=mdir, overwrite=True)
         row.update(top1=ev["top1"], top5=ev["top5"], confusion_png=str(mdir / "confusion.png"))
         model, meta = load_checkpoint(res.checkpoint, device=job.dev)
         x = _eval_batch(meta, job.cfg.dataset, o.data_dir, job.dev)

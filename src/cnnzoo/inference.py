@@ -11,6 +11,7 @@ resizes the batch to the model's input. Unreadable files are skipped with a one-
 from __future__ import annotations
 
 import csv
+import io
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -41,9 +42,9 @@ class PredictResult:
     classes: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
 
-    def write_csv(self, path: str | os.PathLike) -> Path:
+    def write_csv(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """A Kaggle-style ``id,label`` file, rows sorted by id (the file stem)."""
-        return write_submission(self.predictions, path)
+        return write_submission(self.predictions, path, overwrite=overwrite)
 
 
 def collect_images(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
@@ -175,25 +176,19 @@ def predict(
     return PredictResult(predictions=preds, skipped=skipped, classes=classes, meta=meta)
 
 
-def write_submission(predictions: Iterable[Prediction], path: str | os.PathLike) -> Path:
-    """``id,label`` rows sorted by id, written atomically (temp file + rename)."""
-    path = Path(path).expanduser()
-    from .oserr import os_error_line, safe_path
+def write_submission(predictions: Iterable[Prediction], path: str | os.PathLike, *,
+                     overwrite: bool = False) -> Path:
+    """``id,label`` rows sorted by id, written atomically (:func:`cnnzoo.utils.files.atomic_write`); an
+    existing file this process did not write is replaced only with ``overwrite``."""
+    from .oserr import os_error_line
+    from .utils.files import atomic_write_text
 
     rows = sorted(((p.id, p.label) for p in predictions), key=lambda r: r[0])
-    if not str(path).strip() or path.is_dir():
-        raise CnnzooError(f"--csv {safe_path(path)!r} is not a file name: give e.g. --csv submission.csv")
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # surrogateescape: a file name that is not valid UTF-8 is written as its own bytes
-        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
-            w = csv.writer(f)
-            w.writerow(["id", "label"])
-            w.writerows(rows)
-        os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["id", "label"])
+    w.writerows(rows)
+    try:  # a file name that is not valid UTF-8 is written as its own bytes (surrogateescape)
+        return atomic_write_text(path, buf.getvalue(), overwrite=overwrite, what="--csv")
     except OSError as e:  # a full disk or no permission: one line, and no half-written file left
         raise CnnzooError(f"cannot write the --csv file: {os_error_line(e)}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

@@ -17,12 +17,13 @@ from dataclasses import asdict, dataclass, field
 from torch import nn
 
 from ..conv_grad import small_map_grads
+from ..utils.files import atomic_write_text
 from . import checkpoint as ck
 from .config import TrainConfig, resolve, run_options, split_options
 from .distributed import broadcast_flag, setup_distributed
 from .loop import LOG_HEADER, PARTIAL_NOTE, evaluate_tensors, log_line, lr_factor, train_epoch
 from .precise_bn import recalibrate_bn
-from .setup import Job, open_run_dir, resumed_config, setup, write_text_atomic
+from .setup import Job, open_run_dir, resumed_config, setup
 from .state import EpochTotals
 
 
@@ -194,7 +195,8 @@ def save_epoch(job: Job, rec: dict, ep, partial: bool) -> None:
     if improved:
         save(job, "best", acc)
     if job.dist.rank == 0:
-        write_text_atomic(job.out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in st.history))
+        atomic_write_text(job.out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in st.history),
+                          overwrite=True)
 
 
 def _time_budget_spent(job: Job) -> str | None:
@@ -256,8 +258,9 @@ def finish(job: Job, stopped: str | None, last: dict | None) -> TrainResult:
         if st.history:
             from .plots import plot_curves  # deferred: matplotlib
 
-            plot_curves(st.history, job.out_dir / "training_curves.png", title=f"{cfg.model} on {cfg.dataset}")
-        write_text_atomic(job.out_dir / "result.json", json.dumps(result.to_dict(), indent=1))
+            plot_curves(st.history, job.out_dir / "training_curves.png", title=f"{cfg.model} on {cfg.dataset}",
+                        overwrite=True)
+        atomic_write_text(job.out_dir / "result.json", json.dumps(result.to_dict(), indent=1), overwrite=True)
         job.say(f"best held-out top-1 {100 * result.best_acc:.2f}% (epoch {st.best_epoch}), final "
                 f"{100 * result.final_acc:.2f}%, {total_s:.1f} s, {result.train_images_per_s:.0f} img/s "
                 f"-> {job.out_dir}")

@@ -7,7 +7,6 @@ states of a resumed run.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from ..data import ImageSet, dataset_info, load_dataset
 from ..data.images import RESIZE_POLICY
 from ..errors import CnnzooError
 from ..policy import SpeedPlan, speed_plan
+from ..utils.files import atomic_write_text
 from . import checkpoint as ck
 from .batches import BatchPrep
 from .config import RunOptions, TrainConfig, warmup_steps
@@ -83,12 +83,6 @@ def prepare_out(out: Path) -> None:
     """Create the run folder and prove it is writable before any training starts; clear stale temp folders."""
     ensure_writable(out)
     ck.clean_stale_tmp(out)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def open_run_dir(cfg: TrainConfig, opts: RunOptions, dist: DistContext,
@@ -442,7 +436,8 @@ def report_data(train_set: ImageSet, test_set: ImageSet, out_dir: Path, dist: Di
             say(ds.report())
     skipped = train_set.skipped + test_set.skipped
     if skipped and dist.rank == 0:
-        write_text_atomic(out_dir / "skipped_images.txt", "".join(f"{p}\t{why}\n" for p, why in skipped))
+        atomic_write_text(out_dir / "skipped_images.txt", "".join(f"{p}\t{why}\n" for p, why in skipped),
+                          overwrite=True)
 
 
 def check_forward(net: nn.Module, prep: BatchPrep, xtr: Tensor, name: str) -> None:
