@@ -120,7 +120,9 @@ def predict(
     if not files:
         raise CnnzooError("no image files found: give image files or folders holding .png/.jpg/... files")
     dev = resolve_device(device)
-    if pretrained:
+    from .training.config import pretrained_value
+
+    if pretrained_value(pretrained) is not None:
         from .factory import pretrained_model
 
         model, meta = pretrained_model(str(checkpoint), pretrained, device=dev)

@@ -42,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
         from ..training.evaluate import eval_output_paths
 
         eval_output_paths(args.out, args.overwrite)
-    if args.pretrained:
+    from ..training.config import pretrained_value
+
+    published = pretrained_value(args.pretrained) is not None
+    if published:
         from ..errors import CnnzooError
         from ..factory import pretrained_model
         from ..hub import imagenet_dataset
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
           f"top-1 {100 * r['top1']:.2f}%  top-5 {top5}  loss {r['loss']:.4f}  "
           f"({r['images_per_s']:.0f} img/s)")
     rows = [(c["class"], f"{100 * c['precision']:.1f}", f"{100 * c['recall']:.1f}", f"{100 * c['f1']:.1f}",
-             c["support"]) for c in r["per_class"] if c["support"] or not args.pretrained]  # 1000 categories
+             c["support"]) for c in r["per_class"] if c["support"] or not published]  # 1000 categories
     print()
     print(fmt.table(rows, ["class", "precision%", "recall%", "f1%", "support"], align="lrrrr"))
     if args.out:

@@ -318,7 +318,9 @@ def load_weights(net: nn.Module, ckpt: Path, cfg: TrainConfig, dev: torch.device
 def param_groups(net: nn.Module, cfg: TrainConfig, head: set[str]) -> list[dict]:
     """Weight decay only on weights of dimension >= 2 (not BN, not biases); when fine-tuning, the backbone
     learns at ``lr * backbone_lr_scale`` or is frozen."""
-    finetune = bool(cfg.pretrained)
+    from .config import pretrained_value
+
+    finetune = pretrained_value(cfg.pretrained) is not None
     buckets: dict[tuple[str, bool], list] = {}
     for name, p in net.named_parameters():
         part = "head" if (not finetune or name in head) else "backbone"
