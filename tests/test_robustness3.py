@@ -317,3 +317,78 @@ def test_a_nan_loss_names_a_checkpoint_only_when_there_is_one(tmp_path):
     ck.write_checkpoint(tmp_path, "last", cnnzoo.create_model("lenet5").state_dict(), META)
     with pytest.raises(NonFiniteLossError, match=f"the last good checkpoint is {tmp_path / 'last'}: lower --lr"):
         check_finite(torch.tensor(12), tmp_path, 1, 1e30)
+
+
+# ------------------------------------------------------------------------- 5. arguments and resources
+@pytest.mark.parametrize("flag", [{"batch_size": 1}, {"train_subset": 1}, {"precise_bn": 1}],
+                         ids=["batch-size 1", "train-subset 1", "precise-bn 1"])
+def test_batchnorm_with_one_value_per_channel_is_one_line(tmp_path, flag):
+    """Class 5: resnet18 at 32 px ends in a 1x1 map, so one image per batch leaves BatchNorm one value per
+    channel: one CnnzooError naming the flags (compare records the same line as the reason)."""
+    opts = {"batch_size": 16, "train_subset": 32, **flag}
+    with pytest.raises(CnnzooError, match="BatchNorm got one value per channel") as e:
+        cnnzoo.train("resnet18", "digits", img_size=32, epochs=1, max_steps=1, out=tmp_path / "r", progress=False,
+                     verbose=False, **opts)
+    assert "\n" not in str(e.value) and "--" + next(iter(flag)).replace("_", "-") in str(e.value)
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["benchmark", "lenet5", "--batch-size", "100000", "--runs", "1"], "--batch-size 100000 at 32x32"),
+    (["erf", "resnet18", "--input-size", "3", "4000", "4000", "--out", "{tmp}/e.png"], "--input-size 3 4000 4000"),
+])
+def test_size_flags_are_checked_against_free_memory_before_allocating(tmp_path, capsys, monkeypatch, argv, words):
+    from cnnzoo.utils import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda device: 1 << 30)  # 1 GiB free
+    rc = cli([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert "more than the 1.0 GiB free" in one_line(capsys, rc, words)
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--model", "lenet5", "--dataset", "digits", "--device", "mps", "--out", "{tmp}/r"],
+    ["train", "--model", "lenet5", "--dataset", "digits", "--device", "cuda:7", "--out", "{tmp}/r"],
+    ["eval", "{run}", "--device", "xla"],
+    ["predict", "{run}", "{png}", "--device", "mps"],
+])
+def test_only_devices_that_work_here_are_accepted(tmp_path, capsys, run_dir, png, argv):
+    if torch.backends.mps.is_available() or torch.cuda.device_count() > 7:
+        pytest.skip("this machine has the device")
+    argv = [a.replace("{tmp}", str(tmp_path)).replace("{run}", str(run_dir)).replace("{png}", str(png))
+            for a in argv]
+    one_line(capsys, cli(argv), "does not work here: use cpu")
+    assert not (tmp_path / "r").exists()
+
+
+API = [  # (call, words of the one CnnzooError)
+    (lambda: cnnzoo.create_model(None), "a model name must be text, got None"),
+    (lambda: cnnzoo.create_model(5), "a model name must be text, got 5"),
+    (lambda: cnnzoo.model_info(None), "a model name must be text"),
+    (lambda: cnnzoo.list_models(5), "list_models takes a shell-style pattern"),
+    (lambda: cnnzoo.create_model("lenet5", num_classes=10.5), "num_classes must be a whole number >= 1"),
+    (lambda: cnnzoo.create_model("lenet5", num_classes=True), "num_classes must be a whole number >= 1"),
+    (lambda: cnnzoo.create_model("lenet5", drop_rate=0.5), "lenet5 takes no argument drop_rate"),
+    (lambda: cnnzoo.create_model("resnet18", depth=99), "resnet18 takes no argument depth: its arguments are"),
+    (lambda: cnnzoo.create_model("resnet20_cifar", depth=99), "resnet20_cifar cannot be built with depth=99"),
+    (lambda: cnnzoo.create_model("lenet5", in_chans=2**40), "GiB of weights, more than the"),
+    (lambda: cnnzoo.create_model("resnet18", num_classes=10**9), "GiB of weights, more than the"),
+]
+
+
+@pytest.mark.parametrize("call,words", API, ids=[w for _, w in API])
+def test_the_python_api_checks_its_arguments(call, words):
+    with pytest.raises(CnnzooError) as e:
+        call()
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_predict_eval_export_read_a_checkpoint_without_mean_alike(tmp_path, capsys, png):
+    """Class 5: one checkpoint reader: a checkpoint without mean/std gets its named data set's (predict raised
+    KeyError: 'mean' where eval and export worked); without a named data set predict says what is missing."""
+    run = write_ckpt(tmp_path / "run", meta={k: v for k, v in META.items() if k not in ("mean", "std")})
+    assert ck.read_meta(run)["mean"] == [pytest.approx(0.3055, abs=0.05)]
+    assert cli(["predict", str(run), str(png)]) == 0, capsys.readouterr().err
+    assert cli(["export", str(run), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]) == 0
+    capsys.readouterr()
+    other = write_ckpt(tmp_path / "other", meta={**{k: v for k, v in META.items() if k not in ("mean", "std")},
+                                                   "dataset": "folder:/nowhere"})
+    one_line(capsys, cli(["predict", str(other), str(png)]), "has no 'mean'/'std'")

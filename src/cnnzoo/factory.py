@@ -24,7 +24,7 @@ from .hub import (
     published_weights,
     weights_source,
 )
-from .registry import finish_model, model_info, model_sizes
+from .registry import build_net, finish_model, model_info, model_sizes
 
 
 def create_model(
@@ -58,7 +58,7 @@ def create_model(
     num_classes, in_chans = model_sizes(info, num_classes, in_chans)
     if pretrained:
         kwargs = {**build_kwargs(info.name, pretrained), **kwargs}  # GoogLeNet's transform_input
-    model = info.fn(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    model = build_net(info, num_classes, in_chans, **kwargs)
     weights = None
     if pretrained:  # into the classifier net, before any features_only wrapper
         weights = load_weights(model, info.name, pretrained)["weights"]

@@ -133,6 +133,9 @@ def predict(
     # the data set's stored size and channels: files are read as training read its data, then resized
     data_size = int(meta.get("data_img_size") or size)
     data_chans = int(meta.get("data_in_chans") or in_chans)
+    if meta.get("mean") is None or meta.get("std") is None:  # the reader fills a named data set's in
+        raise CnnzooError(f"{checkpoint}: the checkpoint has no 'mean'/'std' (the input normalisation) and its "
+                          f"data set {meta.get('dataset')!r} is not a named one: add both fields to its metadata")
     mean, std = tuple(meta["mean"]), tuple(meta["std"])
     # published weights' evaluation transform (also stored in checkpoints fine-tuned from them): shorter side
     # to ``resize``, then the centre ``crop``

@@ -241,9 +241,16 @@ def effective_receptive_field(
     unit = tuple((k - 1) // 2 for k in info.size)
     mean = meta.get("mean") or IMAGENET_MEAN
     std = meta.get("std") or IMAGENET_STD
-    x_all, source = _inputs(data, n, size, mean, std, seed)
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    from ..utils.memory import check_fits
+    from .summary import batch_bytes
+
+    c, h, w = size  # the inputs held at once, and one batch's layer outputs with their gradients
+    check_fits(n * c * h * w * 4 + 2 * batch_bytes(label, size, min(n, batch_size)), torch.device(device),
+               f"--input-size {c} {h} {w} with --n {n}: the inputs and one batch's layer outputs",
+               "use a smaller --input-size or --n")
+    x_all, source = _inputs(data, n, size, mean, std, seed)
     acc = torch.zeros(size[1:], dtype=torch.float64)
     with eval_mode(model):
         for i in range(0, x_all.shape[0], batch_size):

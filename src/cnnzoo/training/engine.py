@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from torch import nn
 
 from ..conv_grad import small_map_grads
+from ..errors import CnnzooError
 from ..utils.files import atomic_write_text
 from . import checkpoint as ck
 from .config import TrainConfig, resolve, run_options, split_options
@@ -88,11 +89,25 @@ def train(model: str | nn.Module | None = None, dataset: str | None = None, *, c
         job = setup(config, opts, dist, out_dir, (resume_from, stored, tensors), module, say)
         job.state.started = t0
         result = run_epochs(job)
+    except ValueError as e:  # torch's BatchNorm check, from any forward pass in training mode
+        if "more than 1 value per channel" not in str(e):
+            raise
+        raise CnnzooError(one_value_per_channel(config)) from e
     finally:
         if lock is not None:
             lock.release()
     dist.close()
     return result
+
+
+def one_value_per_channel(cfg: TrainConfig) -> str:
+    """What to change when BatchNorm saw one value per channel: a batch of one image whose feature map is 1x1
+    there (``--batch-size 1``, a last batch of one from ``--train-subset``, or ``--precise-bn 1``)."""
+    given = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in (("batch_size", cfg.batch_size),
+                      ("train_subset", cfg.train_subset), ("precise_bn", cfg.precise_bn)) if v)
+    return (f"BatchNorm got one value per channel while training (a batch of one image reaching a 1x1 feature "
+            f"map; {given}): use --batch-size, --train-subset and --precise-bn of 2 or more, or a larger "
+            f"--img-size")
 
 
 def _canonical_names(explicit: dict) -> dict:

@@ -20,6 +20,7 @@ from ..data.images import RESIZE_POLICY
 from ..errors import CnnzooError
 from ..policy import SpeedPlan, speed_plan
 from ..utils.files import atomic_write_text
+from ..utils.memory import available_memory, check_fits
 from . import checkpoint as ck
 from .batches import BatchPrep
 from .config import RunOptions, TrainConfig, warmup_steps
@@ -142,19 +143,6 @@ def choose_img_size(cfg: TrainConfig, model_name: str | None, native: int) -> in
     return min(size, info.max_size) if info.max_size else size
 
 
-def available_memory(device: torch.device) -> int | None:
-    """Bytes free for a run on ``device`` now: CUDA's free memory, else Linux's MemAvailable (None: unknown)."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def check_memory(model_name: str | None, in_chans: int, size: int, batch: int, device: torch.device,
                  folder_images: int = 0) -> None:
     """Refuse, before any decoding or training, a run that cannot fit in memory: a folder decoded at
@@ -172,17 +160,17 @@ def check_memory(model_name: str | None, in_chans: int, size: int, batch: int, d
                           f"{cache / gib:.1f} GiB, more than the {free / gib:.1f} GiB free: use a smaller --img-size")
     if not model_name:
         return
-    from ..analysis import resolve_model, summary  # deferred: analysis pulls in the tracer and the registry
+    from ..analysis import resolve_model  # deferred: analysis pulls in the tracer and the registry
+    from ..analysis.summary import batch_bytes
 
     try:
-        s = summary(resolve_model(model_name, device="meta", in_chans=in_chans), (in_chans, size, size))
-    except CnnzooError:  # e.g. a size below the net's minimum: the model's own check reports it later
+        net = resolve_model(model_name, device="meta", in_chans=in_chans)
+    except CnnzooError:
         return
-    need = batch * (s.activation_bytes + s.input_bytes)
-    if need > free:
-        raise CnnzooError(f"--img-size {size} with --batch-size {batch}: {model_name}'s layer outputs for one "
-                          f"training batch take {need / gib:.1f} GiB, more than the {free / gib:.1f} GiB free on "
-                          f"{device.type}: use a smaller --img-size or --batch-size")
+    net.cnnzoo_name = model_name
+    check_fits(batch_bytes(net, (in_chans, size, size), batch), device,
+               f"--img-size {size} with --batch-size {batch}: {model_name}'s layer outputs for one training batch",
+               "use a smaller --img-size or --batch-size")
 
 
 def load_data(cfg: TrainConfig, opts: RunOptions, dist: DistContext) -> tuple[ImageSet, ImageSet, int]:
