@@ -392,3 +392,54 @@ def test_predict_eval_export_read_a_checkpoint_without_mean_alike(tmp_path, caps
     other = write_ckpt(tmp_path / "other", meta={**{k: v for k, v in META.items() if k not in ("mean", "std")},
                                                    "dataset": "folder:/nowhere"})
     one_line(capsys, cli(["predict", str(other), str(png)]), "has no 'mean'/'std'")
+
+
+# ---------------------------------------------------------------- 3. resume checks rows against the files
+@pytest.fixture(scope="module")
+def cmp1(tmp_path_factory) -> Path:
+    """A finished one-model comparison (LeNet-5 on digits, one short epoch)."""
+    out = tmp_path_factory.mktemp("cmp") / "cmp1"
+    cnnzoo.compare(models="lenet5", dataset="digits", epochs=1, train_subset=256, lr=0.002, out=out,
+                   progress=False, verbose=False)
+    return out
+
+
+def test_resume_of_a_copied_comparison_points_into_the_copy(cmp1, tmp_path):
+    """Class 3: after ``cp -a cmp1 cmp2`` a resume of cmp2 skips the finished model and every path it writes
+    (leaderboard, best checkpoint, report) is cmp2's."""
+    import json
+    import shutil
+
+    cmp2 = tmp_path / "cmp2"
+    shutil.copytree(cmp1, cmp2, symlinks=True)
+    res = cnnzoo.compare(models="lenet5", dataset="digits", epochs=1, train_subset=256, lr=0.002, out=cmp2,
+                         resume=True, progress=False, verbose=False)
+    assert res.best["checkpoint"] == str(cmp2 / "models" / "lenet5" / "best")
+    text = (cmp2 / "leaderboard.json").read_text() + (cmp2 / "report.html").read_text(errors="replace")
+    assert str(cmp1) not in text, "a path into the original folder"
+    assert json.loads((cmp2 / "leaderboard.json").read_text())["rows"][0]["epochs_run"] == 1
+
+
+def test_resume_trains_again_a_model_whose_checkpoint_is_gone(cmp1, tmp_path):
+    import shutil
+
+    cmp2 = tmp_path / "cmp2"
+    shutil.copytree(cmp1, cmp2, symlinks=True)
+    shutil.rmtree(cmp2 / "models" / "lenet5" / "best")
+    res = cnnzoo.compare(models="lenet5", dataset="digits", epochs=1, train_subset=256, lr=0.002, out=cmp2,
+                         resume=True, progress=False, verbose=False)
+    assert res.best is not None and (cmp2 / "models" / "lenet5" / "best" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("cmd", ["compare", "train"])
+def test_a_changed_recipe_flag_on_resume_is_one_line(cmp1, tmp_path, capsys, cmd):
+    """Class 3: --resume continues the stored recipe; a different --lr is refused, never silently ignored."""
+    import shutil
+
+    cmp2 = tmp_path / "cmp2"
+    shutil.copytree(cmp1, cmp2, symlinks=True)
+    argv = (["compare", "--models", "lenet5", "--dataset", "digits", "--epochs", "1", "--train-subset", "256",
+             "--out", str(cmp2)] if cmd == "compare" else
+            ["train", "--model", "lenet5", "--dataset", "digits", "--out", str(cmp2 / "models" / "lenet5")])
+    err = one_line(capsys, cli(argv + ["--resume", "--lr", "0.5", "--no-progress"]), "--lr 0.002")
+    assert "--lr 0.5 would be ignored" in err

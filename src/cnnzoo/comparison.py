@@ -191,8 +191,9 @@ class CompareJob:
     signature: dict  # what a finished row must match for --resume to skip the model
 
 
-def _run_one(name: str, size: int, note: str, job: CompareJob) -> dict:
-    """Train, evaluate and measure one model; returns its leaderboard row (failures become a row too)."""
+def _run_one(name: str, size: int, note: str, job: CompareJob, fresh: bool = False) -> dict:
+    """Train, evaluate and measure one model; returns its leaderboard row (failures become a row too).
+    ``fresh``: start it again even under ``--resume`` (its finished run lost its checkpoint)."""
     from .training import evaluate, load_checkpoint, train  # deferred: training imports the data sets
 
     mdir = job.out / "models" / name
@@ -200,8 +201,8 @@ def _run_one(name: str, size: int, note: str, job: CompareJob) -> dict:
     t0, o = time.perf_counter(), job.opts
     try:
         row.update(_static_facts(name, job.num_classes, job.in_chans, size))
-        res = train(cfg=replace(job.cfg, model=name, img_size=size), out=mdir, resume=o.resume,
-                    overwrite=not o.resume, time_budget_s=o.budget_minutes * 60 if o.budget_minutes else None,
+        res = train(cfg=replace(job.cfg, model=name, img_size=size), out=mdir, resume=o.resume and not fresh,
+                    overwrite=fresh or not o.resume, time_budget_s=o.budget_minutes * 60 if o.budget_minutes else None,
                     data_dir=o.data_dir, device=o.device, progress=o.progress, verbose=False)
         row.update(train_time_s=round(res.train_time_s, 2), best_epoch=res.best_epoch,
                    train_images_per_s=round(res.train_images_per_s, 1), epochs_run=res.epochs_run,
@@ -240,14 +241,26 @@ def _failed_row_history(row: dict, mdir: Path, t0: float) -> None:
 
 
 def _finished_row(name: str, job: CompareJob) -> dict | None:
-    """The stored row of a model that already finished with the same settings (for ``--resume``)."""
+    """The stored row of a model that already finished with the same settings (for ``--resume``), its paths
+    pointing into this folder (a copied folder's rows named the original's files); ``None`` when its checkpoint
+    is gone, so that model is trained again."""
+    from .training.checkpoint import find_checkpoint
+
+    mdir = job.out / "models" / name
     try:
-        row = json.loads((job.out / "models" / name / _ROW_FILE).read_text())
+        row = json.loads((mdir / _ROW_FILE).read_text())
     except (OSError, ValueError):
         return None
-    if row.get("status") == "ok" and row.get("config") == json.loads(json.dumps(job.signature)):
-        return row
-    return None
+    if not isinstance(row, dict) or row.get("status") != "ok" \
+            or row.get("config") != json.loads(json.dumps(job.signature)):
+        return None
+    try:
+        best = find_checkpoint(mdir / "best")
+    except CnnzooError:
+        return None
+    png = mdir / "confusion.png"
+    return {**row, "run_dir": str(mdir), "checkpoint": str(best),
+            "confusion_png": str(png) if png.is_file() else None}
 
 
 # -------------------------------------------------------------------------------------------- main
@@ -265,6 +278,32 @@ def _check_out(out: Path, dataset: str, resume: bool) -> None:
             raise CnnzooError(f"{out} holds a comparison on {old['dataset']}, not {dataset}: "
                               f"pick another --out")
     ensure_writable(out / "models")
+
+
+def _lost_checkpoint(mdir: Path) -> bool:
+    """A model whose row says finished but whose ``best/`` is gone: it is trained again from the start."""
+    try:
+        finished = json.loads((mdir / _ROW_FILE).read_text()).get("status") == "ok"
+    except (OSError, ValueError, AttributeError):
+        return False
+    return finished and not (mdir / "best").is_dir()
+
+
+def _check_same_recipe(out: Path, job: CompareJob) -> None:
+    """``--resume`` continues the stored comparison's recipe: a changed flag is refused in one line (it used
+    to retrain nothing and relabel the leaderboard with the new value)."""
+    from .training.setup import recipe_changes
+
+    try:
+        old = json.loads((out / "leaderboard.json").read_text())["rows"]
+        stored = next(r["config"] for r in old if isinstance(r.get("config"), dict))
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return
+    keys = [f.name for f in fields(TrainConfig) if f.name not in ("model", "epochs", "img_size") and f.name in stored]
+    changed = recipe_changes(job.cfg, TrainConfig.from_dict(stored), keys)
+    if changed:
+        raise CnnzooError(f"{out} holds a comparison trained with {changed[0][1]}; --resume continues that "
+                          f"recipe, so {changed[0][2]} would be ignored: drop it, or compare into another --out")
 
 
 def compare(models: str | list[str] | None = None, preset: str | None = None, *, cfg: TrainConfig | None = None,
@@ -289,6 +328,8 @@ def compare(models: str | list[str] | None = None, preset: str | None = None, *,
     with RunLock(out, what="compare"):  # one comparison per folder: a second one stops naming the first's pid
         _check_out(out, recipe.cfg.dataset, opts.resume)
         job, info = _setup(names, None if models else (preset or "classic"), recipe, opts, out)
+        if opts.resume:
+            _check_same_recipe(out, job)
         say = print if opts.verbose else (lambda *a, **k: None)
         epochs = f"{job.cfg.epochs} epoch{'s' if job.cfg.epochs != 1 else ''}"
         say(f"comparing {len(names)} models on {job.cfg.dataset} ({info['train_images']} train / "
@@ -379,7 +420,10 @@ def _run_all(names: list[str], info: dict, job: CompareJob, say) -> list[dict]:
             if row is not None:
                 msg = f"{name:<20} finished earlier: top-1 {100 * row['top1']:.2f}% (--resume: skipped)"
             else:
-                row = _run_one(name, size, note, job)
+                fresh = job.opts.resume and _lost_checkpoint(job.out / "models" / name)
+                if fresh:
+                    write(f"{name:<20} its best/ checkpoint is gone: training it again")
+                row = _run_one(name, size, note, job, fresh=fresh)
                 n = row["epochs_run"]
                 msg = (f"{name:<20} top-1 {100 * row['top1']:6.2f}%  ({n} epoch{'' if n == 1 else 's'} at "
                        f"{size}px, {row['train_time_s']:.1f} s)" if row["status"] == "ok"

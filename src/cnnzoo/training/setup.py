@@ -126,7 +126,28 @@ def resumed_config(cfg: TrainConfig, explicit: dict, stored: dict, out_dir: Path
                               f"{explicit[key]!r}: drop --resume or pick another --out")
     if explicit.get("epochs") is not None:
         old.epochs = int(explicit["epochs"])  # a resumed run may be extended
+    changed = recipe_changes(cfg, old, [k for k in explicit if k not in ("model", "dataset", "pretrained", "epochs")])
+    if changed:  # a flag the resumed run would silently ignore (it continues its stored recipe)
+        raise CnnzooError(f"{out_dir} holds a run trained with {changed[0][1]}; --resume continues that recipe, "
+                          f"so {changed[0][2]} would be ignored: drop it, or start a new run (another --out, or "
+                          f"--overwrite)")
     return old
+
+
+def recipe_changes(new: TrainConfig, old: TrainConfig, keys) -> list[tuple[str, str, str]]:
+    """``(field, old as flags, new as flags)`` for each of ``keys`` whose value differs between two recipes
+    (compared as JSON, so a tuple and the list it was stored as are equal)."""
+    import json
+
+    def flag(k: str, v) -> str:
+        return f"--{k.replace('_', '-')} {v}"
+
+    out = []
+    for k in keys:
+        a, b = getattr(new, k, None), getattr(old, k, None)
+        if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
+            out.append((k, flag(k, b), flag(k, a)))
+    return out
 
 
 # --------------------------------------------------------------------------------------------- data
