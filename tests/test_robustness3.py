@@ -443,3 +443,41 @@ def test_a_changed_recipe_flag_on_resume_is_one_line(cmp1, tmp_path, capsys, cmd
             ["train", "--model", "lenet5", "--dataset", "digits", "--out", str(cmp2 / "models" / "lenet5")])
     err = one_line(capsys, cli(argv + ["--resume", "--lr", "0.5", "--no-progress"]), "--lr 0.002")
     assert "--lr 0.5 would be ignored" in err
+
+
+# ------------------------------------------------------------------ 2. folders cnnzoo does not own
+def test_cache_clear_removes_only_what_cnnzoo_wrote_or_fetched(tmp_path, monkeypatch, capsys):
+    """Class 2: with every cache pointed at folders holding a user's and other libraries' files, --clear all
+    removes cnnzoo's decode entries, listing caches and the zoo nets' published weights, and nothing else."""
+    user = tmp_path / "mine"
+    monkeypatch.setenv("CNNZOO_CACHE", str(user))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    hub_dir, hf = tmp_path / "torch" / "hub" / "checkpoints", tmp_path / "hf"
+    ours = [user / "pets-train-224-0123456789abcdef0123.npy", user / "pets-train-224-0123456789abcdef0123.json",
+            user / "list-v1.json", user / "rf-v1.json", hub_dir / "resnet18-f37072fd.pth",
+            hf / "models--timm--resnet18d.ra2_in1k" / "refs" / "main"]
+    theirs = [user / "notes.txt", user / "settings.json", hub_dir / "my_finetune.pth",
+              hf / "models--someorg--llm" / "refs" / "main", hf / "models--timm--vit_base_patch16_224.x" / "a"]
+    for p in ours + theirs:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x")
+    assert cli(["cache", "--clear", "all"]) == 0
+    assert [p for p in ours if p.exists()] == []
+    assert all(p.is_file() for p in theirs) and user.is_dir() and hub_dir.is_dir()
+    capsys.readouterr()
+    one_line(capsys, cli(["cache", "--data-dir", str(tmp_path / "nonexistent")]), "is not a folder")
+
+
+def test_compare_refuses_a_folder_holding_files_it_did_not_write(tmp_path, capsys):
+    """Class 2: a compare folder is recognised by the marker cnnzoo writes (or a leaderboard.json of an older
+    version); a folder holding a user's report.html and models/lenet5/result.json is refused, untouched."""
+    out = tmp_path / "mine"
+    for name in ("report.html", "leaderboard.md", "curves.png", "models/lenet5/result.json"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("the user's own")
+    before = _snapshot(out)
+    rc = cli(["compare", "--models", "lenet5", "--dataset", "digits", "--epochs", "1", "--out", str(out),
+              "--no-progress"])
+    one_line(capsys, rc, "holds files cnnzoo did not write")
+    assert _snapshot(out) == before

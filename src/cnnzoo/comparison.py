@@ -29,9 +29,10 @@ from .errors import CnnzooError
 from .factory import create_model
 from .registry import list_models, model_info, resolve_name
 from .training.config import ALL_SMALL, PRESET_NAMES, PRESETS, CompareOptions, TrainConfig, demo_for, resolve
-from .training.rundir import RunLock, check_out_arg, ensure_writable
+from .training.rundir import LOCK_NAME, RunLock, check_out_arg, ensure_writable
 
 _ROW_FILE = "compare_row.json"
+COMPARE_MARKER = ".cnnzoo-compare.json"  # written into every comparison folder: what makes it cnnzoo's
 
 
 @dataclass
@@ -265,8 +266,16 @@ def _finished_row(name: str, job: CompareJob) -> dict | None:
 
 # -------------------------------------------------------------------------------------------- main
 def _check_out(out: Path, dataset: str, resume: bool) -> None:
-    """Refuse to mix comparisons, and prove the folder is writable before any training starts."""
+    """Refuse to mix comparisons, and a folder holding files cnnzoo did not write (no marker, no leaderboard);
+    prove the folder is writable and mark it as a comparison's before any training starts."""
+    from .utils.files import atomic_write_text
+
     board = out / "leaderboard.json"
+    others = sorted(p.name for p in out.iterdir() if p.name not in (LOCK_NAME, COMPARE_MARKER)) \
+        if out.is_dir() else []
+    if others and not (out / COMPARE_MARKER).is_file() and not board.is_file():
+        raise CnnzooError(f"{out} holds files cnnzoo did not write ({', '.join(others[:4])}"
+                          f"{' ...' if len(others) > 4 else ''}): give an empty or new --out")
     if board.is_file() and not resume:
         raise CnnzooError(f"{out} already holds a comparison: pass --resume to continue it, or another --out")
     if board.is_file():
@@ -278,6 +287,7 @@ def _check_out(out: Path, dataset: str, resume: bool) -> None:
             raise CnnzooError(f"{out} holds a comparison on {old['dataset']}, not {dataset}: "
                               f"pick another --out")
     ensure_writable(out / "models")
+    atomic_write_text(out / COMPARE_MARKER, json.dumps({"kind": "compare", "dataset": dataset}), overwrite=True)
 
 
 def _lost_checkpoint(mdir: Path) -> bool:
