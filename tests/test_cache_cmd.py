@@ -39,10 +39,11 @@ def test_shows_each_kind_with_its_size(caches: dict[str, Path], capsys: pytest.C
 
 def test_clear_one_kind_keeps_the_others(caches: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
     assert main(["cache", "--clear", "decoded"]) == 0
-    assert not caches["decoded"].exists()
+    assert not (caches["decoded"] / "pets-train-224-abc.npy").exists() and caches["decoded"].is_dir()
     assert caches["listing"].is_file() and (caches["weights"] / "resnet18-f37072fd.pth").is_file()
     assert main(["cache", "--clear", "all"]) == 0
-    assert not caches["listing"].exists() and not caches["weights"].exists()
+    assert not caches["listing"].exists() and not (caches["weights"] / "resnet18-f37072fd.pth").exists()
+    assert caches["weights"].is_dir()  # folders stay: only cnnzoo's files go
 
 
 def test_unknown_kind_is_one_line(caches: dict[str, Path], capsys: pytest.CaptureFixture) -> None:

@@ -121,6 +121,6 @@ def test_norm_layer_nets_equal_torchvisions(name):
 def test_norm_layer_where_the_family_has_none_is_one_line():
     from torchvision.ops import FrozenBatchNorm2d
 
-    with pytest.raises(cnnzoo.CnnzooError, match=r"vgg16 does not take norm_layer=: leave it out") as e:
+    with pytest.raises(cnnzoo.CnnzooError, match=r"vgg16 takes no argument norm_layer: its arguments are") as e:
         _meta("vgg16", norm_layer=FrozenBatchNorm2d)
     assert "\n" not in str(e.value)

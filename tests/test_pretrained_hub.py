@@ -163,8 +163,8 @@ def test_corrupt_cached_file_says_delete_it(hub_env):
     pw = hub.published_weights("resnet18")
     hub_env.mkdir(parents=True)
     (hub_env / pw.file_name).write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(CnnzooError, match="unreadable .*delete the file"):
-        cnnzoo.create_model("resnet18", pretrained=True)
+    with pytest.raises(CnnzooError, match=f"do not match their SHA-256 {pw.sha256} .*: delete {hub_env}"):
+        cnnzoo.create_model("resnet18", pretrained=True)  # checked before torch reads it
 
 
 def test_bad_requests_are_one_line(hub_env, monkeypatch):
@@ -274,12 +274,13 @@ def test_timm_weights_load_from_the_hugging_face_cache_offline(hub_env, monkeypa
 
 
 @pytest.fixture
-def cached_mobilenet(hub_env) -> dict[str, torch.Tensor]:
-    """torchvision's random mobilenet_v3_small under its published file name in the torch hub cache, as a
-    user who already downloaded it has it: loaded without any download."""
-    sd, data, _ = weights_file("mobilenet_v3_small", seed=2)
+def cached_mobilenet(hub_env, monkeypatch) -> dict[str, torch.Tensor]:
+    """torchvision's random mobilenet_v3_small in the torch hub cache under the name its own hash gives (the
+    weights enum pointed at it), as a user who already downloaded it has it: loaded without any download."""
+    sd, data, name = weights_file("mobilenet_v3_small", seed=2)
+    point_at(monkeypatch, "mobilenet_v3_small", f"http://127.0.0.1:9/{name}")
     hub_env.mkdir(parents=True)
-    (hub_env / hub.published_weights("mobilenet_v3_small").file_name).write_bytes(data)
+    (hub_env / name).write_bytes(data)
     return sd
 
 

@@ -3,11 +3,14 @@ no network), a new head, and the weights' own normalisation stored in the checkp
 
 from __future__ import annotations
 
+import hashlib
+import io
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
+from torchvision.models import get_model_weights
 
 from cnnzoo.cli import main
 from cnnzoo.hub import published_weights
@@ -17,14 +20,19 @@ from cnnzoo.training.checkpoint import read_meta, read_weights
 
 @pytest.fixture
 def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, torch.Tensor]:
+    """Random resnet18 weights cached under the name their own hash gives (the cached file is hash-checked),
+    with the weights enum's URL pointed at that name."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("CNNZOO_OFFLINE", "1")
-    pw = published_weights("resnet18")
-    path = Path(pw.cache_path)
-    path.parent.mkdir(parents=True)
     torch.manual_seed(0)
     sd = torchvision.models.resnet18().state_dict()
-    torch.save(sd, path)
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    name = f"resnet18-{hashlib.sha256(buf.getvalue()).hexdigest()[:8]}.pth"
+    monkeypatch.setattr(get_model_weights("resnet18").DEFAULT.value, "url", f"http://127.0.0.1:9/{name}")
+    path = Path(published_weights("resnet18").cache_path)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(buf.getvalue())
     return sd
 
 

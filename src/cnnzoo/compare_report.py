@@ -12,7 +12,6 @@ import csv
 import html
 import io
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,13 +42,11 @@ def _short(v: float) -> str:
 
 
 def write_atomic(path: Path, data: str | bytes) -> Path:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """A file of cnnzoo's own in the comparison folder (checked by ``compare`` before it started), written with
+    the one atomic writer."""
+    from .utils.files import atomic_write_bytes
+
+    return atomic_write_bytes(path, data if isinstance(data, bytes) else data.encode("utf-8"), overwrite=True)
 
 
 def ranked(rows: Sequence[dict]) -> list[dict]:

@@ -29,9 +29,10 @@ from .errors import CnnzooError
 from .factory import create_model
 from .registry import list_models, model_info, resolve_name
 from .training.config import ALL_SMALL, PRESET_NAMES, PRESETS, CompareOptions, TrainConfig, demo_for, resolve
-from .training.rundir import RunLock, check_out_arg, ensure_writable
+from .training.rundir import LOCK_NAME, RunLock, check_out_arg, ensure_writable
 
 _ROW_FILE = "compare_row.json"
+COMPARE_MARKER = ".cnnzoo-compare.json"  # written into every comparison folder: what makes it cnnzoo's
 
 
 @dataclass
@@ -193,8 +194,9 @@ class CompareJob:
     signature: dict  # what a finished row must match for --resume to skip the model
 
 
-def _run_one(name: str, size: int, note: str, job: CompareJob) -> dict:
-    """Train, evaluate and measure one model; returns its leaderboard row (failures become a row too)."""
+def _run_one(name: str, size: int, note: str, job: CompareJob, fresh: bool = False) -> dict:
+    """Train, evaluate and measure one model; returns its leaderboard row (failures become a row too).
+    ``fresh``: start it again even under ``--resume`` (its finished run lost its checkpoint)."""
     from .training import evaluate, load_checkpoint, train  # deferred: training imports the data sets
 
     mdir = job.out / "models" / name
@@ -202,8 +204,8 @@ def _run_one(name: str, size: int, note: str, job: CompareJob) -> dict:
     t0, o = time.perf_counter(), job.opts
     try:
         row.update(_static_facts(name, job.num_classes, job.in_chans, size))
-        res = train(cfg=replace(job.cfg, model=name, img_size=size), out=mdir, resume=o.resume,
-                    overwrite=not o.resume,  # the budget less what this row's measurements above took:
+        res = train(cfg=replace(job.cfg, model=name, img_size=size), out=mdir, resume=o.resume and not fresh,
+                    overwrite=fresh or not o.resume,  # the budget less what this row's measurements above took:
                     time_budget_s=max(0.0, o.budget_minutes * 60 - (time.perf_counter() - t0)) if o.budget_minutes
                     else None, reserve_evals=2 if o.budget_minutes else 0,  # the evaluation and timing below
                     data_dir=o.data_dir, device=o.device, progress=o.progress, verbose=False)
@@ -214,7 +216,7 @@ def _run_one(name: str, size: int, note: str, job: CompareJob) -> dict:
                    stopped=res.stopped, final_top1=res.final_acc, history=_history(res.history),
                    params=res.params or row["params"], checkpoint=res.checkpoint)
         ev = evaluate(res.checkpoint, dataset=job.cfg.dataset, split="test", data_dir=o.data_dir, device=o.device,
-                      out=mdir)
+                      out=mdir, overwrite=True)
         row.update(top1=ev["top1"], top5=ev["top5"], confusion_png=str(mdir / "confusion.png"))
         model, meta = load_checkpoint(res.checkpoint, device=job.dev)
         x = _eval_batch(meta, job.cfg.dataset, o.data_dir, job.dev)
@@ -247,20 +249,40 @@ def _failed_row_history(row: dict, mdir: Path, t0: float) -> None:
 
 
 def _finished_row(name: str, job: CompareJob) -> dict | None:
-    """The stored row of a model that already finished with the same settings (for ``--resume``)."""
+    """The stored row of a model that already finished with the same settings (for ``--resume``), its paths
+    pointing into this folder (a copied folder's rows named the original's files); ``None`` when its checkpoint
+    is gone, so that model is trained again."""
+    from .training.checkpoint import find_checkpoint
+
+    mdir = job.out / "models" / name
     try:
-        row = json.loads((job.out / "models" / name / _ROW_FILE).read_text())
+        row = json.loads((mdir / _ROW_FILE).read_text())
     except (OSError, ValueError):
         return None
-    if row.get("status") == "ok" and row.get("config") == json.loads(json.dumps(job.signature)):
-        return row
-    return None
+    if not isinstance(row, dict) or row.get("status") != "ok" \
+            or row.get("config") != json.loads(json.dumps(job.signature)):
+        return None
+    try:
+        best = find_checkpoint(mdir / "best")
+    except CnnzooError:
+        return None
+    png = mdir / "confusion.png"
+    return {**row, "run_dir": str(mdir), "checkpoint": str(best),
+            "confusion_png": str(png) if png.is_file() else None}
 
 
 # -------------------------------------------------------------------------------------------- main
 def _check_out(out: Path, dataset: str, resume: bool) -> None:
-    """Refuse to mix comparisons, and prove the folder is writable before any training starts."""
+    """Refuse to mix comparisons, and a folder holding files cnnzoo did not write (no marker, no leaderboard);
+    prove the folder is writable and mark it as a comparison's before any training starts."""
+    from .utils.files import atomic_write_text
+
     board = out / "leaderboard.json"
+    others = sorted(p.name for p in out.iterdir() if p.name not in (LOCK_NAME, COMPARE_MARKER)) \
+        if out.is_dir() else []
+    if others and not (out / COMPARE_MARKER).is_file() and not board.is_file():
+        raise CnnzooError(f"{out} holds files cnnzoo did not write ({', '.join(others[:4])}"
+                          f"{' ...' if len(others) > 4 else ''}): give an empty or new --out")
     if board.is_file() and not resume:
         raise CnnzooError(f"{out} already holds a comparison: pass --resume to continue it, or another --out")
     if board.is_file():
@@ -272,6 +294,33 @@ def _check_out(out: Path, dataset: str, resume: bool) -> None:
             raise CnnzooError(f"{out} holds a comparison on {old['dataset']}, not {dataset}: "
                               f"pick another --out")
     ensure_writable(out / "models")
+    atomic_write_text(out / COMPARE_MARKER, json.dumps({"kind": "compare", "dataset": dataset}), overwrite=True)
+
+
+def _lost_checkpoint(mdir: Path) -> bool:
+    """A model whose row says finished but whose ``best/`` is gone: it is trained again from the start."""
+    try:
+        finished = json.loads((mdir / _ROW_FILE).read_text()).get("status") == "ok"
+    except (OSError, ValueError, AttributeError):
+        return False
+    return finished and not (mdir / "best").is_dir()
+
+
+def _check_same_recipe(out: Path, job: CompareJob) -> None:
+    """``--resume`` continues the stored comparison's recipe: a changed flag is refused in one line (it used
+    to retrain nothing and relabel the leaderboard with the new value)."""
+    from .training.setup import recipe_changes
+
+    try:
+        old = json.loads((out / "leaderboard.json").read_text())["rows"]
+        stored = next(r["config"] for r in old if isinstance(r.get("config"), dict))
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return
+    keys = [f.name for f in fields(TrainConfig) if f.name not in ("model", "epochs", "img_size") and f.name in stored]
+    changed = recipe_changes(job.cfg, TrainConfig.from_dict(stored), keys)
+    if changed:
+        raise CnnzooError(f"{out} holds a comparison trained with {changed[0][1]}; --resume continues that "
+                          f"recipe, so {changed[0][2]} would be ignored: drop it, or compare into another --out")
 
 
 def compare(models: str | list[str] | None = None, preset: str | None = None, *, cfg: TrainConfig | None = None,
@@ -297,6 +346,8 @@ def compare(models: str | list[str] | None = None, preset: str | None = None, *,
     with RunLock(out, what="compare"):  # one comparison per folder: a second one stops naming the first's pid
         _check_out(out, recipe.cfg.dataset, opts.resume)
         job, info = _setup(names, None if models else (preset or "classic"), recipe, opts, out)
+        if opts.resume:
+            _check_same_recipe(out, job)
         say = print if opts.verbose else (lambda *a, **k: None)
         epochs = f"{job.cfg.epochs} epoch{'s' if job.cfg.epochs != 1 else ''}"
         if opts.budget_minutes:
@@ -390,7 +441,10 @@ def _run_all(names: list[str], info: dict, job: CompareJob, say) -> list[dict]:
             if row is not None:
                 msg = f"{name:<20} finished earlier: top-1 {100 * row['top1']:.2f}% (--resume: skipped)"
             else:
-                row = _run_one(name, size, note, job)
+                fresh = job.opts.resume and _lost_checkpoint(job.out / "models" / name)
+                if fresh:
+                    write(f"{name:<20} its best/ checkpoint is gone: training it again")
+                row = _run_one(name, size, note, job, fresh=fresh)
                 n = row["epochs_run"]
                 msg = (f"{name:<20} top-1 {100 * row['top1']:6.2f}%  ({n} epoch{'' if n == 1 else 's'} at "
                        f"{size}px, {row['train_time_s']:.1f} s)" if row["status"] == "ok"

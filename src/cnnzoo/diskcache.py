@@ -14,7 +14,6 @@ import importlib.util
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -35,20 +34,14 @@ def read_json(name: str):
         return None
 
 
-def write_json(name: str, data, prefix: str = ".cache-") -> None:
+def write_json(name: str, data) -> None:
     """Store ``data`` as ``name`` atomically (concurrent writers never leave a torn file); errors are skipped."""
-    folder = cache_dir()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f)
-            os.replace(tmp, folder / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError:
+    from .errors import CnnzooError
+    from .utils.files import atomic_write_text
+
+    try:  # a name of cnnzoo's own in its own cache folder; a FIFO or folder there is skipped, not replaced
+        atomic_write_text(cache_dir() / name, json.dumps(data), overwrite=True, what="cache file")
+    except (OSError, CnnzooError):
         pass
 
 

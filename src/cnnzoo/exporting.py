@@ -221,29 +221,38 @@ def export(
     fuse_bn: bool = True,
     tol: float = 1e-4,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Export a checkpoint (run folder, ``best``/``last`` folder or ``model.safetensors``) to ONNX or
     TorchScript, with BatchNorm folded into the convolutions, and verify the file against PyTorch.
 
-    ``out`` defaults to ``<run folder>/<model>.onnx`` (``.pt`` for TorchScript). Raises
-    :class:`CnnzooError` when the exported model's output differs from PyTorch's by ``tol`` or more.
+    ``out`` defaults to ``<run folder>/<model>.onnx`` (``.pt`` for TorchScript); an existing file there that
+    this process did not write is replaced only with ``overwrite``. Raises :class:`CnnzooError` when the
+    exported model's output differs from PyTorch's by ``tol`` or more.
     """
     from .training import find_checkpoint, load_checkpoint
+    from .utils.files import check_output_path
+
+    if out is not None:  # before any work
+        check_output_path(out, overwrite=overwrite, what="--out")
 
     fmt_ = _check_format(format, opset)
     model, meta = load_checkpoint(checkpoint, device="cpu")
     if out is None:
         run_dir = find_checkpoint(checkpoint).parent
         out = run_dir / f"{meta.get('model') or 'model'}.{'onnx' if fmt_ == 'onnx' else 'pt'}"
-    return export_model(model, meta, out, fmt_, opset=opset, fuse_bn=fuse_bn, tol=tol, seed=seed)
+    return export_model(model, meta, out, fmt_, opset=opset, fuse_bn=fuse_bn, tol=tol, seed=seed,
+                        overwrite=overwrite)
 
 
 def export_model(model: nn.Module, meta: dict, out: str | os.PathLike, format: str = "onnx", opset: int = MIN_OPSET,
-                 fuse_bn: bool = True, tol: float = 1e-4, seed: int = 0) -> ExportResult:
+                 fuse_bn: bool = True, tol: float = 1e-4, seed: int = 0, overwrite: bool = False) -> ExportResult:
     """:func:`export` for a model in memory: ``meta`` needs ``in_chans`` and ``img_size`` (the input the
     file takes; the batch stays free) and may carry the preprocessing stored with it."""
+    from .utils.files import atomic_write, check_output_path
+
     fmt_ = _check_format(format, opset)
-    path = Path(out).expanduser()
+    path = check_output_path(out, overwrite=overwrite, what="--out")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -256,8 +265,9 @@ def export_model(model: nn.Module, meta: dict, out: str | os.PathLike, format: s
     x_check = torch.randn(3, c, s, s, generator=g)  # another batch size: the batch dimension must be dynamic
     net = prepare(model, fuse_bn)
     n_fused = len(getattr(net, "fused_pairs", []))
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
+    diffs: list[float] = []
+
+    def write(tmp: Path) -> None:
         with torch.no_grad():
             if fmt_ == "onnx":
                 _export_onnx(net, x_trace, tmp, opset, meta)
@@ -266,17 +276,17 @@ def export_model(model: nn.Module, meta: dict, out: str | os.PathLike, format: s
                 _export_torchscript(net, x_trace, tmp, meta)
                 y = _run_torchscript(tmp, x_check)
             ref = _logits(model.eval()(x_check))
-        diff = (y.float() - ref.float()).abs().max().item()
-        if not diff < tol:  # checked before the file takes its name: a failed export leaves nothing behind
-            raise CnnzooError(f"the exported {fmt_} model differs from PyTorch by {diff:.2e} (>= {tol:g}); "
+        diffs.append((y.float() - ref.float()).abs().max().item())
+        if not diffs[0] < tol:  # checked before the file takes its name: a failed export leaves nothing behind
+            raise CnnzooError(f"the exported {fmt_} model differs from PyTorch by {diffs[0]:.2e} (>= {tol:g}); "
                               f"try --no-fuse, or report it as a bug")
-        os.replace(tmp, path)
+
+    try:
+        path = atomic_write(path, write, overwrite=overwrite, what="--out")
     except OSError as e:  # a full disk or no permission: one line naming the path and the space left
         from .oserr import os_error_line
 
         raise CnnzooError(f"cannot write the exported model: {os_error_line(e)}") from e
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    diff = diffs[0]
     return ExportResult(path=path, format=fmt_, max_abs_diff=diff, fused_pairs=n_fused, input_shape=(c, s, s),
                         opset=opset if fmt_ == "onnx" else None)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +24,7 @@ from .hub import (
     published_weights,
     weights_source,
 )
-from .registry import ModelInfo, finish_model, model_info, model_sizes
+from .registry import build_net, finish_model, model_info, model_sizes
 
 
 def create_model(
@@ -59,7 +58,7 @@ def create_model(
     num_classes, in_chans = model_sizes(info, num_classes, in_chans)
     if pretrained:
         kwargs = {**build_kwargs(info.name, pretrained), **kwargs}  # GoogLeNet's transform_input
-    model = _build(info, num_classes, in_chans, kwargs)
+    model = build_net(info, num_classes, in_chans, **kwargs)
     weights = None
     if pretrained:  # into the classifier net, before any features_only wrapper
         weights = load_weights(model, info.name, pretrained)["weights"]
@@ -69,19 +68,6 @@ def create_model(
     if weights is not None:
         attach_weights(model, weights)
     return model
-
-
-def _build(info: ModelInfo, num_classes: int, in_chans: int, kwargs: dict[str, Any]) -> nn.Module:
-    """The family's constructor; a keyword it does not take is one line (which family takes ``norm_layer``
-    follows torchvision: ResNets, MobileNets and EfficientNets)."""
-    try:
-        return info.fn(num_classes=num_classes, in_chans=in_chans, **kwargs)
-    except TypeError as e:
-        bad = re.search(r"unexpected keyword argument '(\w+)'", str(e))
-        if bad is None or bad.group(1) not in kwargs:
-            raise
-        raise CnnzooError(f"{info.name} does not take {bad.group(1)}=: leave it out (its options are in "
-                          f"help(cnnzoo.models.{info.fn.__module__.rpartition('.')[2]}.{info.fn.__name__}))") from e
 
 
 def pretrained_model(name: str, pretrained: bool | str | os.PathLike = True,

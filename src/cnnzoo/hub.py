@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from .errors import CnnzooError
@@ -146,21 +147,25 @@ def parse_pretrained(pretrained: bool | str | os.PathLike | None) -> tuple[str, 
     ``True``, ``"imagenet"`` and ``"true"`` are the default published weights; a string that names an
     existing file, contains a path separator or ends in a weights suffix is a file; any other string a
     library's own tag (checked by :func:`published_weights`)."""
-    if pretrained is None or pretrained is False:
-        return None
+    from .training.config import pretrained_value
+
     if pretrained is True:
         return "tag", IMAGENET
     if isinstance(pretrained, os.PathLike):
         return "path", os.fspath(pretrained)
-    if not isinstance(pretrained, str):
+    if pretrained is not None and not isinstance(pretrained, str | bool):
         raise CnnzooError(f"pretrained must be True, 'imagenet', a tag or a weights file path "
                           f"(got {type(pretrained).__name__})")
-    s = pretrained.strip()
-    if not s or s.lower() in ("false", "none", "0"):
+    if pretrained_value(pretrained) is None:
         return None
+    s = pretrained.strip()
     if s.lower() in ("true", "1", IMAGENET, "default"):
         return "tag", IMAGENET
     p = Path(s).expanduser()
+    if p.is_dir():  # a run folder or its best/ or last/, as predict, eval and export take them
+        from .training.checkpoint import WEIGHTS, find_checkpoint
+
+        return "path", str(find_checkpoint(p) / WEIGHTS)
     if p.exists() or "/" in s or os.sep in s or p.suffix.lower() in (".pth", ".pt", ".bin", ".safetensors"):
         return "path", str(p)
     return "tag", s
@@ -219,10 +224,44 @@ def attach_weights(model: nn.Module, pw: PublishedWeights) -> None:
 
 
 def published_state_dict(pw: PublishedWeights, progress: bool = True) -> dict[str, Tensor]:
-    """The published state_dict (library key names), from the cache or downloaded into it."""
+    """The published state_dict (library key names), from the cache or downloaded into it; a cached file is
+    checked against its hash before it is read, and every tensor must be finite."""
     if pw.source == "torchvision":
-        return _fetch_torch_hub(pw, progress)
-    return _fetch_timm(pw, progress)
+        sd, path = _fetch_torch_hub(pw, progress), pw.cache_path
+    else:
+        sd, path = _fetch_timm(pw, progress)
+    bad = next((k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise CnnzooError(f"the cached weights {path} hold NaN or inf values (in {bad}): they are damaged; "
+                          f"delete {path} and run again to download them afresh")
+    return sd
+
+
+_VERIFIED: set[tuple[str, int, int]] = set()  # (path, size, mtime) of cached files whose hash matched
+
+
+def verify_cached(path: str | os.PathLike, sha256: str | None, url: str = "") -> None:
+    """Check a cached weights file against the SHA-256 (or its first hex digits, as torchvision's file names
+    carry them) before it is read: torch hub checks only while downloading, so a file altered, truncated or
+    saved under another net's name since was used as it was. One line naming the file to delete."""
+    import hashlib
+
+    p = Path(path)
+    if not sha256 or not p.is_file():
+        return
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _VERIFIED:
+        return
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    if not h.hexdigest().startswith(sha256.lower()):
+        raise CnnzooError(f"the cached weights {path} do not match their SHA-256 {sha256} (altered, truncated "
+                          f"or another net's weights): delete {path} and run again to download "
+                          f"{url or 'them'} afresh")
+    _VERIFIED.add(key)
 
 
 # --- using the weights: predict, eval ------------------------------------------------------------------
@@ -303,6 +342,7 @@ def _fetch_torch_hub(pw: PublishedWeights, progress: bool) -> dict[str, Tensor]:
 
     folder, path = pw.cache_dir, pw.cache_path
     put = f"put {pw.file_name} (from {pw.url}) in {folder}/"
+    verify_cached(path, pw.sha256, pw.url)
     if not path.is_file() and not downloads_allowed():
         raise CnnzooError(f"offline ($CNNZOO_OFFLINE is set) and {pw.name}'s weights are not cached: {put}, "
                           f"or unset CNNZOO_OFFLINE")
@@ -425,8 +465,17 @@ def _hf_cached_file(pw: PublishedWeights) -> str | None:
     return None
 
 
-def _fetch_timm(pw: PublishedWeights, progress: bool) -> dict[str, Tensor]:
+def _hf_blob_sha256(cached: str) -> str | None:
+    """The SHA-256 a Hugging Face cache entry must have: its blob's name (large files are stored under the
+    hash of their content), or None for a file stored under a git hash."""
+    name = Path(os.path.realpath(cached)).name
+    return name if len(name) == 64 and all(c in "0123456789abcdef" for c in name) else None
+
+
+def _fetch_timm(pw: PublishedWeights, progress: bool) -> tuple[dict[str, Tensor], Path]:
     timm = _need_timm(pw.name)
+    from safetensors import SafetensorError
+
     from .paths import downloads_allowed
 
     repo, folder = _hf_repo(pw), _hf_cache_dir()
@@ -435,6 +484,7 @@ def _fetch_timm(pw: PublishedWeights, progress: bool) -> dict[str, Tensor]:
     overlay: dict[str, Any] = {}
     cached = _hf_cached_file(pw) if _is_hf(pw) else None
     if cached is not None:  # timm's loader reads the cached file itself: no network round trip
+        verify_cached(cached, _hf_blob_sha256(cached), pw.url)
         overlay = {"file": cached, "source": ""}
     elif not downloads_allowed():
         raise CnnzooError(f"offline ($CNNZOO_OFFLINE is set) and {pw.name}'s weights are not in the Hugging "
@@ -447,7 +497,8 @@ def _fetch_timm(pw: PublishedWeights, progress: bool) -> dict[str, Tensor]:
         raise CnnzooError(f"timm needs huggingface_hub to fetch {pw.ref}: pip install huggingface_hub") from e
     except OSError as e:  # requests' and Hugging Face's errors are OSErrors
         raise CnnzooError(f"cannot fetch {pw.name}'s weights from Hugging Face ({_reason(e)}): {where}") from e
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise CnnzooError(f"the cached weights for {pw.ref}.{pw.tag} in {folder} are unreadable ({_reason(e)}): "
-                          f"delete {pw.cache_path} and run again") from e
-    return m.state_dict()
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, SafetensorError) as e:
+        bad = cached or pw.cache_path
+        raise CnnzooError(f"the cached weights for {pw.ref}.{pw.tag} are unreadable ({_reason(e)}): "
+                          f"delete {bad} and run again") from e
+    return m.state_dict(), Path(cached or pw.cache_path)

@@ -11,6 +11,7 @@ resizes the batch to the model's input. Unreadable files are skipped with a one-
 from __future__ import annotations
 
 import csv
+import io
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -41,9 +42,9 @@ class PredictResult:
     classes: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
 
-    def write_csv(self, path: str | os.PathLike) -> Path:
+    def write_csv(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """A Kaggle-style ``id,label`` file, rows sorted by id (the file stem)."""
-        return write_submission(self.predictions, path)
+        return write_submission(self.predictions, path, overwrite=overwrite)
 
 
 def collect_images(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
@@ -117,7 +118,9 @@ def predict(
     if not files:
         raise CnnzooError("no image files found: give image files or folders holding .png/.jpg/... files")
     dev = resolve_device(device)
-    if pretrained:
+    from .training.config import pretrained_value
+
+    if pretrained_value(pretrained) is not None:
         from .factory import pretrained_model
 
         model, meta = pretrained_model(str(checkpoint), pretrained, device=dev)
@@ -128,6 +131,9 @@ def predict(
     # the data set's stored size and channels: files are read as training read its data, then resized
     data_size = int(meta.get("data_img_size") or size)
     data_chans = int(meta.get("data_in_chans") or in_chans)
+    if meta.get("mean") is None or meta.get("std") is None:  # the reader fills a named data set's in
+        raise CnnzooError(f"{checkpoint}: the checkpoint has no 'mean'/'std' (the input normalisation) and its "
+                          f"data set {meta.get('dataset')!r} is not a named one: add both fields to its metadata")
     mean, std = tuple(meta["mean"]), tuple(meta["std"])
     # published weights' evaluation transform (also stored in checkpoints fine-tuned from them): shorter side
     # to ``resize``, then the centre ``crop``
@@ -185,25 +191,19 @@ def _classify(model: torch.nn.Module, arrays: np.ndarray, size: int, in_chans: i
     return p.cpu().tolist(), idx.cpu().tolist()
 
 
-def write_submission(predictions: Iterable[Prediction], path: str | os.PathLike) -> Path:
-    """``id,label`` rows sorted by id, written atomically (temp file + rename)."""
-    path = Path(path).expanduser()
-    from .oserr import os_error_line, safe_path
+def write_submission(predictions: Iterable[Prediction], path: str | os.PathLike, *,
+                     overwrite: bool = False) -> Path:
+    """``id,label`` rows sorted by id, written atomically (:func:`cnnzoo.utils.files.atomic_write`); an
+    existing file this process did not write is replaced only with ``overwrite``."""
+    from .oserr import os_error_line
+    from .utils.files import atomic_write_text
 
     rows = sorted(((p.id, p.label) for p in predictions), key=lambda r: r[0])
-    if not str(path).strip() or path.is_dir():
-        raise CnnzooError(f"--csv {safe_path(path)!r} is not a file name: give e.g. --csv submission.csv")
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # surrogateescape: a file name that is not valid UTF-8 is written as its own bytes
-        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
-            w = csv.writer(f)
-            w.writerow(["id", "label"])
-            w.writerows(rows)
-        os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["id", "label"])
+    w.writerows(rows)
+    try:  # a file name that is not valid UTF-8 is written as its own bytes (surrogateescape)
+        return atomic_write_text(path, buf.getvalue(), overwrite=overwrite, what="--csv")
     except OSError as e:  # a full disk or no permission: one line, and no half-written file left
         raise CnnzooError(f"cannot write the --csv file: {os_error_line(e)}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

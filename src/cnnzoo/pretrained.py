@@ -27,7 +27,8 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Tensors from a weights file, unwrapped from common containers and ``module.`` (DDP) prefixes."""
     path = Path(path)
     if not path.is_file():
-        raise CnnzooError(f"checkpoint {str(path)!r} not found: give the path to a .safetensors or .pth file")
+        raise CnnzooError(f"checkpoint {str(path)!r} not found: give a .safetensors or .pth file, or a run folder "
+                          f"(its best/ or last/)")
     if path.suffix == ".safetensors" or (path.is_dir() and (path / "model.safetensors").is_file()):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -59,6 +60,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise CnnzooError(f"{path} holds no state_dict of tensors; save one with torch.save(model.state_dict())")
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
+    bad = next((k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:  # NaN weights trained to a NaN loss that was blamed on the learning rate
+        raise CnnzooError(f"{path} holds NaN or inf weights (in {bad}): it is damaged; use another weights file")
     return sd
 
 

@@ -118,6 +118,9 @@ def _ensure_loaded() -> None:
 def resolve_name(name: str) -> str:
     """Canonical name for ``name`` or an alias; unknown names raise with the nearest names suggested."""
     _ensure_loaded()
+    if not isinstance(name, str):
+        raise UnknownModelError(f"a model name must be text, got {name!r} ({type(name).__name__}): e.g. "
+                                f"'resnet18'; run `cnnzoo list` to see all {len(_REGISTRY)} models")
     key = name.strip().lower()
     for cand in (key, key.replace("-", "_"), key.replace("-", "")):  # "ResNet-50", "efficientnet-b0"
         if cand in _REGISTRY:
@@ -139,6 +142,8 @@ def model_info(name: str) -> ModelInfo:
 def list_models(pattern: str = "*", include_aliases: bool = False) -> list[str]:
     """Registered model names matching a shell-style ``pattern`` (e.g. ``"resnet*"``), sorted."""
     _ensure_loaded()
+    if not isinstance(pattern, str):
+        raise CnnzooError(f"list_models takes a shell-style pattern such as 'resnet*', got {pattern!r}")
     names = list(_REGISTRY) + (list(_ALIASES) if include_aliases else [])
     return sorted(n for n in names if fnmatch.fnmatch(n, pattern.lower()))
 
@@ -207,11 +212,71 @@ def finish_model(model: nn.Module, info: ModelInfo, in_chans: int, num_classes: 
 
 def model_sizes(info: ModelInfo, num_classes: int | None, in_chans: int | None) -> tuple[int, int]:
     """``num_classes`` and ``in_chans`` with the model's own defaults filled in, checked."""
-    num_classes = info.num_classes if num_classes is None else int(num_classes)
-    in_chans = info.in_chans if in_chans is None else int(in_chans)
-    if num_classes < 1 or in_chans < 1:
-        raise CnnzooError(f"num_classes and in_chans must be >= 1 (got {num_classes}, {in_chans})")
+    from .ranges import POSITIVE_INT
+
+    # True is not 1 class and 10.5 is not 10: the same check as the CLI's flags
+    num_classes = info.num_classes if num_classes is None else POSITIVE_INT.check("num_classes", num_classes)
+    in_chans = info.in_chans if in_chans is None else POSITIVE_INT.check("in_chans", in_chans)
     return num_classes, in_chans
+
+
+# sizes beyond any real use: above them a net is first built on the meta device to weigh it before allocating
+_LARGE_IN_CHANS, _LARGE_NUM_CLASSES = 64, 100_000
+
+
+def build_net(info: ModelInfo, num_classes: int, in_chans: int, **kwargs) -> nn.Module:
+    """``info.fn(num_classes, in_chans, **kwargs)`` with its arguments checked first: an argument the factory
+    does not take, or a value it rejects, is one line naming its arguments (not a TypeError from inside); a
+    net too large for the memory free here is refused before anything is allocated."""
+    args = _arguments(info.fn)
+    own = ", ".join(f"{k}={v!r}" for k, v in args.items()) if args else "num_classes and in_chans only"
+    unknown = [k for k in kwargs if args is not None and k not in args]
+    if unknown:
+        raise CnnzooError(f"{info.name} takes no argument {', '.join(unknown)}: its arguments are {own}")
+    if in_chans > _LARGE_IN_CHANS or num_classes > _LARGE_NUM_CLASSES:
+        _check_size(info, num_classes, in_chans, kwargs)
+    try:
+        return info.fn(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    except (TypeError, ValueError, KeyError, IndexError, AssertionError) as e:
+        if not kwargs:
+            raise
+        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CnnzooError(f"{info.name} cannot be built with {given} ({first}): its arguments are {own}") from e
+
+
+def _arguments(fn: Callable[..., nn.Module]) -> dict[str, object] | None:
+    """The keyword arguments (with defaults) a factory takes besides num_classes and in_chans: its own, and,
+    where it passes ``**kwargs`` on, those of the class it returns; None when that class is unknown."""
+    import inspect
+    import typing
+
+    params = dict(inspect.signature(fn).parameters)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        try:
+            cls = typing.get_type_hints(fn).get("return")
+        except Exception:  # an annotation that does not resolve: no list to check against
+            return None
+        if not isinstance(cls, type):
+            return None
+        params.update(inspect.signature(cls.__init__).parameters)
+    empty = inspect.Parameter.empty
+    return {k: p.default for k, p in params.items() if k not in ("self", "num_classes", "in_chans")
+            and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.default is not empty}
+
+
+def _check_size(info: ModelInfo, num_classes: int, in_chans: int, kwargs: dict) -> None:
+    """Weigh the net on the meta device (no memory) and refuse it when its weights exceed the memory free."""
+    from .utils.memory import available_memory
+
+    with torch.device("meta"):
+        net = info.fn(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    need = sum(p.numel() * p.element_size() for p in net.parameters())
+    free = available_memory(torch.device("cpu"))
+    if free and need > free:
+        raise CnnzooError(f"{info.name} with num_classes={num_classes}, in_chans={in_chans} has "
+                          f"{need / (1 << 30):.1f} GiB of weights, more than the {free / (1 << 30):.1f} GiB free: "
+                          f"use smaller values")
 
 
 def build_model(name: str, num_classes: int | None = None, in_chans: int | None = None, **kwargs) -> nn.Module:
@@ -219,4 +284,4 @@ def build_model(name: str, num_classes: int | None = None, in_chans: int | None 
     options that need other modules (published weights, ``features_only``), for the analysis tools."""
     info = model_info(name)
     num_classes, in_chans = model_sizes(info, num_classes, in_chans)
-    return finish_model(info.fn(num_classes=num_classes, in_chans=in_chans, **kwargs), info, in_chans, num_classes)
+    return finish_model(build_net(info, num_classes, in_chans, **kwargs), info, in_chans, num_classes)

@@ -49,7 +49,7 @@ def _read() -> dict:
 
 
 def _write(data: dict) -> None:
-    write_json(_FILE, data, prefix=".rf-")  # atomic: concurrent writers never leave a torn file
+    write_json(_FILE, data)  # atomic: concurrent writers never leave a torn file
 
 
 def registered_rf(names: list[str]) -> dict[str, dict | None]:

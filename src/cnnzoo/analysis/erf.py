@@ -103,13 +103,17 @@ class ERFResult:
                 f"50 % of the gradient mass within {self.side(0.5)} px, 90 % within {self.side(0.9)} px "
                 f"(centred squares); {100 * self.mass_in_rf:.1f} % inside the theoretical RF")
 
-    def save_png(self, path: str | Path) -> Path:
-        """Heat map with the theoretical RF (dashed) and the 90 %-mass square (dotted); Agg backend."""
+    def save_png(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Heat map with the theoretical RF (dashed) and the 90 %-mass square (dotted); Agg backend. An existing
+        file this process did not write is replaced only with ``overwrite``."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
         from matplotlib.patches import Rectangle
 
-        path = Path(path)
+        from ..utils.files import atomic_write, check_output_path
+
+        kind = Path(path).suffix[1:].lower() or "png"  # the format of the name given (a symlink's, not its target's)
+        path = check_output_path(path, overwrite=overwrite, what="--out")
         h, w = self.grid.shape
         fig = Figure(figsize=(6, 5.2), dpi=100)
         FigureCanvasAgg(fig)
@@ -129,12 +133,12 @@ class ERFResult:
         ax.set_title(f"{self.model}: effective receptive field\n{self.layer or 'last map'} unit {self.unit}, "
                      f"{self.n} inputs ({self.source})", fontsize=10)
         ax.legend(loc="lower right", fontsize=8, framealpha=0.6)
+        if kind not in fig.canvas.get_supported_filetypes():
+            raise CnnzooError(f"--out {str(path)!r}: matplotlib cannot write .{kind} files: use .png, .pdf or .svg")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path)
+            return atomic_write(path, lambda tmp: fig.savefig(tmp, format=kind), overwrite=overwrite, what="--out")
         except OSError as e:
             raise CnnzooError(f"cannot write {path}: {e.strerror or e}") from e
-        return path
 
 
 def _load_checkpoint(model: nn.Module | str, checkpoint: str | Path) -> tuple[nn.Module, dict]:
@@ -237,9 +241,16 @@ def effective_receptive_field(
     unit = tuple((k - 1) // 2 for k in info.size)
     mean = meta.get("mean") or IMAGENET_MEAN
     std = meta.get("std") or IMAGENET_STD
-    x_all, source = _inputs(data, n, size, mean, std, seed)
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    from ..utils.memory import check_fits
+    from .summary import batch_bytes
+
+    c, h, w = size  # the inputs held at once, and one batch's layer outputs with their gradients
+    check_fits(n * c * h * w * 4 + 2 * batch_bytes(label, size, min(n, batch_size)), torch.device(device),
+               f"--input-size {c} {h} {w} with --n {n}: the inputs and one batch's layer outputs",
+               "use a smaller --input-size or --n")
+    x_all, source = _inputs(data, n, size, mean, std, seed)
     acc = torch.zeros(size[1:], dtype=torch.float64)
     with eval_mode(model):
         for i in range(0, x_all.shape[0], batch_size):

@@ -189,3 +189,17 @@ def summary(model: nn.Module | str, input_size: Sequence[int] | None = None, dep
         input_bytes=int(torch.Size(size).numel()) * torch.empty((), dtype=dtype).element_size(),
         dtype=str(dtype).replace("torch.", ""), notes=notes,
     )
+
+
+def batch_bytes(model: object, input_size: tuple[int, int, int], batch: int) -> int:
+    """Bytes of ``batch`` inputs and their layer outputs in one forward pass, from :func:`cnnzoo.summary` on the
+    meta device (a registered name, a file spec or a net built on the meta device; 0 for what it cannot size):
+    what every size check adds up."""
+    on_meta = isinstance(model, torch.nn.Module) and all(p.is_meta for p in model.parameters())
+    if not (isinstance(model, str) or on_meta):
+        return 0
+    try:
+        s = summary(model, input_size)
+    except Exception:  # too small an input and the like: the command's own check says why, later
+        return 0
+    return batch * (s.activation_bytes + s.input_bytes)

@@ -426,6 +426,12 @@ def _bench_one(name: str, mode: str, st: BenchSettings) -> BenchResult:
     flops = 2 * macs * (3 if mode == "train" else 1)
     cl = channels_last_default(label, mode, st.device) if st.channels_last is None else st.channels_last
 
+    from ..analysis.summary import batch_bytes
+    from ..utils.memory import check_fits
+
+    check_fits(batch_bytes(name, (c, size, size), st.batch) * (2 if mode == "train" else 1), st.device,
+               f"--batch-size {st.batch} at {size}x{size}: {label}'s inputs and layer outputs for one batch",
+               "use a smaller --batch-size or --img-size")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(st.batch, c, size, size, generator=g)
     y = torch.randint(0, out_classes, (st.batch,), generator=g)

@@ -63,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="e.g. cpu, cuda (default: where the model is, the CPU)")
     p.add_argument("--out", required=True, metavar="PNG", help="where to write the heat map, e.g. erf.png")
+    p.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists already")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=run_erf)
 
@@ -103,14 +104,16 @@ def run_rf(args: argparse.Namespace) -> int:
 
 def run_erf(args: argparse.Namespace) -> int:
     from ..analysis import effective_receptive_field, resolve_model
+    from ..utils.files import check_output_path
 
+    check_output_path(args.out, overwrite=args.overwrite, what="--out")  # before any work
     model = args.model
     if args.checkpoint is None:
         model = resolve_model(args.model, **_build_kwargs(args.model, args.input_size))
         model.cnnzoo_name = getattr(model, "cnnzoo_name", args.model)
     e = effective_receptive_field(model, args.input_size, n=args.n, checkpoint=args.checkpoint, data=args.data,
                                   seed=args.seed, layer=args.layer, device=args.device)
-    path = e.save_png(args.out)
+    path = e.save_png(args.out, overwrite=args.overwrite)
     if args.format == "json":
         print(json.dumps({**e.to_dict(), "png": str(path)}, indent=1))
     else:

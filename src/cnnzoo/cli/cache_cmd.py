@@ -7,14 +7,16 @@ Three kinds of files build up on disk:
 - small JSON caches behind ``cnnzoo list`` (``$CNNZOO_CACHE``, else ``$XDG_CACHE_HOME/cnnzoo``).
 - published ImageNet weights, kept by torch hub (``$TORCH_HOME/hub/checkpoints``) and Hugging Face
   (``$HF_HOME/hub``) for every library that uses them: listed, and cleared only when asked by name.
-Every cached file is rebuilt on demand, so clearing is always safe.
+Every cached file is rebuilt on demand, so clearing is always safe. ``--clear`` removes only files cnnzoo
+wrote or fetched for zoo models (:func:`owned_files`), never a folder and never another library's or the user's
+entries in the same folders.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
+import re
 from pathlib import Path
 
 ORDER = 90
@@ -26,9 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Show cnnzoo's cache folders and their size. Every cached file is rebuilt "
                                    "when needed, so clearing is safe.")
     p.add_argument("--clear", choices=KINDS, default=None, metavar="WHAT",
-                   help="delete one kind: decoded (decoded image folders), listing (cnnzoo list's JSON), "
-                        "weights (torch hub / Hugging Face downloads, shared with torchvision and timm), "
-                        "all (the three); default: only show")
+                   help="delete one kind of cnnzoo's own files: decoded (the NAME-SPLIT-SIZE-HASH.npy/.json "
+                        "decode entries), listing (list-vN.json and rf-vN.json), weights (the torchvision files "
+                        "and Hugging Face timm/ repos of the zoo's nets' published weights), all (the three). "
+                        "Folders, other files and other models' weights stay. Default: only show")
     p.add_argument("--data-dir", default=None,
                    help="the data root whose decode cache to show (default $CNNZOO_DATA, else ~/.cache/cnnzoo)")
     p.set_defaults(func=run)
@@ -36,10 +39,66 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _decoded_dirs(data_dir: str | None) -> list[Path]:
     """Where this data root's folders are decoded to (:func:`cnnzoo.paths.cache_dir`), and the fallback."""
+    from ..errors import CnnzooError
     from ..paths import DEFAULT_ROOT, cache_dir
 
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise CnnzooError(f"--data-dir {data_dir!r} is not a folder: give the data root whose decode cache to "
+                          f"show (default $CNNZOO_DATA)")
     root = Path(data_dir or os.environ.get("CNNZOO_DATA") or DEFAULT_ROOT).expanduser()
     return list(dict.fromkeys([cache_dir(root), cache_dir(None)]))
+
+
+_DECODED = re.compile(r"(\.tmp-\d+-)?.+-(train|test)-\d+-[0-9a-f]+\.(npy|json)")
+_LISTING = re.compile(r"(list|rf)-v\d+\.json")
+
+
+def _zoo_weight_names() -> tuple[set[str], set[str]]:
+    """(torchvision file names, Hugging Face repo folder prefixes) of the published weights of the zoo's nets."""
+    from ..hub import weights_source
+    from ..registry import list_models
+
+    files: set[str] = set()
+    repos: set[str] = set()
+    for name in list_models():
+        src = weights_source(name)
+        if src is None:
+            continue
+        if src[0] == "torchvision":
+            from torchvision.models import get_model_weights
+
+            files |= {os.path.basename(w.url.split("?")[0]) for w in get_model_weights(src[1])}
+        else:
+            repos.add(f"models--timm--{src[1]}.")
+    return files, repos
+
+
+def owned_files(kind: str, data_dir: str | None = None) -> list[Path]:
+    """The files ``cnnzoo cache --clear KIND`` removes: only those cnnzoo wrote (decode entries, the listing
+    caches) or its loaders fetched for zoo models (torchvision weight files by their published names, Hugging
+    Face ``timm/ARCH.TAG`` repo folders of the zoo's timm nets)."""
+    out: list[Path] = []
+    if kind == "decoded":
+        for d in _decoded_dirs(data_dir):
+            out += [p for p in _files(d) if _DECODED.fullmatch(p.name)]
+    elif kind == "listing":
+        from ..diskcache import cache_dir
+
+        out += [p for p in _files(cache_dir()) if _LISTING.fullmatch(p.name)]
+    elif kind == "weights":
+        tv, hf = _weights_dirs()
+        files, repos = _zoo_weight_names()
+        out += [p for p in _files(tv) if p.name in files]
+        out += [p for p in (sorted(hf.iterdir()) if hf.is_dir() else []) if p.is_dir() and not p.is_symlink()
+                and p.name.startswith(tuple(repos))]
+    return out
+
+
+def _files(folder: Path) -> list[Path]:
+    """Regular files directly in ``folder`` (no symlinks followed, nothing below)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.is_symlink())
 
 
 def _weights_dirs() -> list[Path]:
@@ -50,10 +109,7 @@ def _weights_dirs() -> list[Path]:
 
 
 def _listing_files() -> list[Path]:
-    from ..diskcache import cache_dir
-
-    folder = cache_dir()
-    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+    return owned_files("listing")
 
 
 def _size(path: Path) -> int:
@@ -78,16 +134,17 @@ def cache_entries(data_dir: str | None = None) -> dict[str, list[Path]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import shutil
+
     entries = cache_entries(args.data_dir)
-    for kind, paths in entries.items():
+    for kind in entries:
         if args.clear not in (kind, "all"):
             continue
-        for p in paths:
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.is_file():
-                p.unlink()
-        print(f"cleared {kind}: {', '.join(str(p) for p in paths) or 'nothing there'}")
+        gone = owned_files(kind, args.data_dir)
+        for p in gone:  # a Hugging Face repo folder is the one folder removed: timm's download of a zoo net
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        where = ", ".join(str(p) for p in entries[kind]) or "nothing there"
+        print(f"cleared {kind}: {len(gone)} file(s) cnnzoo wrote or fetched, in {where}")
     if args.clear:
         return 0
     for kind, paths in entries.items():

@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=POSITIVE_INT.argtype(), default=512)
     p.add_argument("--device", default=None)
     p.add_argument("--out", "-o", default=None, help="write eval.json and confusion.png here")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace eval.json and confusion.png in --out if they are there already")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=run)
 
@@ -36,7 +38,14 @@ def run(args: argparse.Namespace) -> int:
     from ..training import evaluate
 
     target, dataset = args.checkpoint, args.dataset
-    if args.pretrained:
+    if args.out is not None:  # before any work: a file there that is not ours stops the command now
+        from ..training.evaluate import eval_output_paths
+
+        eval_output_paths(args.out, args.overwrite)
+    from ..training.config import pretrained_value
+
+    published = pretrained_value(args.pretrained) is not None
+    if published:
         from ..errors import CnnzooError
         from ..factory import pretrained_model
         from ..hub import imagenet_dataset
@@ -47,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         target, meta = pretrained_model(args.checkpoint, args.pretrained)
         dataset = imagenet_dataset(meta, dataset, args.split, args.data_dir)
     r = evaluate(target, dataset=dataset, split=args.split, data_dir=args.data_dir,
-                 batch_size=max(1, args.batch_size), device=args.device, out=args.out)
+                 batch_size=max(1, args.batch_size), device=args.device, out=args.out,
+                 overwrite=args.overwrite)
     if args.format == "json":
         print(json.dumps(r, indent=1))
         return 0
@@ -56,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
           f"top-1 {100 * r['top1']:.2f}%  top-5 {top5}  loss {r['loss']:.4f}  "
           f"({r['images_per_s']:.0f} img/s)")
     rows = [(c["class"], f"{100 * c['precision']:.1f}", f"{100 * c['recall']:.1f}", f"{100 * c['f1']:.1f}",
-             c["support"]) for c in r["per_class"] if c["support"] or not args.pretrained]  # 1000 categories
+             c["support"]) for c in r["per_class"] if c["support"] or not published]  # 1000 categories
     print()
     print(fmt.table(rows, ["class", "precision%", "recall%", "f1%", "support"], align="lrrrr"))
     if args.out:

@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=POSITIVE_INT.argtype(), default=17,
                    help="ONNX opset (17 up to the newest this torch exports, 20 with torch 2.14; default 17)")
     p.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers as they are")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists already")
     p.set_defaults(func=run)
 
 
@@ -28,6 +29,6 @@ def run(args: argparse.Namespace) -> int:
     from ..exporting import export
 
     res = export(args.checkpoint, format=args.format, out=args.out, opset=args.opset,
-                 fuse_bn=not args.no_fuse)
+                 fuse_bn=not args.no_fuse, overwrite=args.overwrite)
     print(res)
     return 0

@@ -41,7 +41,7 @@ def rows(pattern: str = "*") -> list[dict]:
             return [r for r in cached["rows"] if fnmatch.fnmatch(r["name"], pat)]
     data = json.loads(json.dumps(build_rows(pattern)))  # the same types whether built or cached
     if pattern == "*":
-        write_json(_CACHE_FILE, {"key": key, "rows": data}, prefix=".list-")
+        write_json(_CACHE_FILE, {"key": key, "rows": data})
     return data
 
 

@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how many classes to show per image (default 3)")
     p.add_argument("--csv", help="write a Kaggle-style id,label file (id = file stem, or the path relative to "
                                  "the images' common folder where stems repeat; sorted)")
+    p.add_argument("--overwrite", action="store_true", help="replace the --csv file if it exists already")
     p.add_argument("--batch-size", type=POSITIVE_INT.argtype(), default=64)
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
     p.add_argument("--format", choices=["table", "json"], default="table")
@@ -37,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..inference import predict
 
+    if args.csv is not None:  # checked before any image is classified
+        from ..utils.files import check_output_path
+
+        check_output_path(args.csv, overwrite=args.overwrite, what="--csv")
     res = predict(args.checkpoint, args.images, topk=args.topk, batch_size=args.batch_size,
                   device=args.device, pretrained=args.pretrained)
     if args.format == "json":
@@ -50,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{len(res.predictions)} image(s) classified" + (f", {len(res.skipped)} skipped (unreadable)"
                                                                     if res.skipped else ""))
     if args.csv:
-        path = res.write_csv(args.csv)
+        path = res.write_csv(args.csv, overwrite=args.overwrite)
         print(f"wrote {path} ({len(res.predictions)} rows)",
               file=sys.stderr if args.format == "json" else sys.stdout)
     return 0

@@ -359,25 +359,27 @@ def _remove_empty(folders: list[Path]) -> None:
 def _fetch(url: str, dest: Path, md5: str, what: str) -> None:
     """Download ``url`` to ``dest`` through a temporary file, keeping it only if the MD5 matches; on failure
     nothing is left behind (no partial file, no folders created on the way)."""
+    from ..utils.files import atomic_write
+
     made = _new_dirs(dest.parent)
-    tmp = dest.with_name(f".part-{os.getpid()}-{dest.name}")
     ok = False
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        print(f"downloading {url}", flush=True)
+
+    def download(tmp: Path) -> None:
         with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
             shutil.copyfileobj(r, f, 1 << 20)
         if _md5(tmp) != md5:
             raise CnnzooError(f"{url} downloaded with the wrong MD5 (expected {md5}); try again later")
-        os.replace(tmp, dest)
+
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        print(f"downloading {url}", flush=True)
+        atomic_write(dest, download, overwrite=True, what="download")
         ok = True
     except OSError as e:  # URLError, timeouts, DNS failure, read-only root
         raise CnnzooError(f"could not download {what} ({getattr(e, 'reason', e)}): put the files into "
                           f"{dest.parent}/ by hand, or point --data-dir / $CNNZOO_DATA at a folder that has "
                           f"them") from e
     finally:
-        if tmp.exists():
-            tmp.unlink()
         if not ok:
             _remove_empty(made)
 

@@ -59,6 +59,21 @@ def _numbers(meta: dict, where: object, field: str, lengths: set[int], positive:
         raise _bad(where, field, f"must be a list of {want} {kind}, one per channel (got {_short(v)})")
 
 
+def _fill_normalisation(meta: dict) -> None:
+    """A checkpoint without ``mean``/``std`` (written by hand or by an older tool) gets its named data set's,
+    so ``predict``, ``eval`` and ``export`` read the same values (predict used to raise ``KeyError``)."""
+    if meta.get("mean") is not None and meta.get("std") is not None:
+        return
+    from ..data import DATASETS, canonical_name
+
+    try:
+        info = DATASETS.get(canonical_name(str(meta.get("dataset") or "")))
+    except CnnzooError:
+        info = None
+    if info is not None:
+        meta["mean"], meta["std"] = list(info.mean), list(info.std)
+
+
 def validate_meta(meta: dict, where: str | Path = "checkpoint") -> dict:
     """Check every field ``predict``/``eval``/``export`` use; returns ``meta`` unchanged, or raises a one-line
     :class:`CnnzooError` naming the field. ``where`` names the file in the message."""
@@ -86,6 +101,7 @@ def validate_meta(meta: dict, where: str | Path = "checkpoint") -> dict:
     for a, b in (("mean", "std"),):
         if meta.get(a) is not None and meta.get(b) is not None and len(meta[a]) != len(meta[b]):
             raise _bad(where, b, f"has {len(meta[b])} value(s) but {a} has {len(meta[a])}")
+    _fill_normalisation(meta)
     classes = meta.get("classes")
     if classes is not None:
         if not isinstance(classes, list | tuple) or not all(isinstance(c, str | int) for c in classes):

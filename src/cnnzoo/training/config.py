@@ -233,6 +233,21 @@ DEMO: dict[str, dict] = {
 _OPTIMIZER_KEYS = ("optimizer", "lr", "weight_decay", "momentum")  # belong together in a recipe layer
 
 
+NO_WEIGHTS = ("", "none", "false", "0", "no", "off")  # --pretrained words that mean "from scratch"
+
+
+def pretrained_value(value: object) -> str | None:
+    """``--pretrained`` as text, or ``None`` when it means no weights (``None``, ``False``, ``none``, ``false``,
+    ``0`` ...): the one reading every "does this run start from weights?" uses (a truth test on the text
+    ``"none"`` used to say yes)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "imagenet"
+    s = str(value)
+    return None if s.strip().lower() in NO_WEIGHTS else s
+
+
 def recipe_for(dataset: str, pretrained: bool = False) -> dict:
     """The recipe layer of ``dataset`` (``folder:PATH`` -> ``folder``, fine-tuning -> ``folder+pretrained``)."""
     key = "folder" if dataset.startswith("folder:") else dataset
@@ -261,7 +276,8 @@ def resolve(explicit: dict, demo: bool = False) -> TrainConfig:
     if unknown:
         raise CnnzooError(f"unknown training option(s): {', '.join(sorted(unknown))}")
     dataset = explicit.get("dataset", TrainConfig.dataset)
-    layers = _without_other_optimizer(recipe_for(dataset, bool(explicit.get("pretrained"))), explicit)
+    finetune = pretrained_value(explicit.get("pretrained")) is not None
+    layers = _without_other_optimizer(recipe_for(dataset, finetune), explicit)
     if demo:
         layers.update(demo_for(dataset, explicit))
     return validate(TrainConfig(**{**layers, **explicit}))
@@ -282,8 +298,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             if v not in m["choices"]:
                 raise CnnzooError(f"unknown {f.name} {getattr(cfg, f.name)!r}: use one of {', '.join(m['choices'])}")
             setattr(cfg, f.name, v)
-    if cfg.pretrained is not None:
-        cfg.pretrained = str(cfg.pretrained)
+    cfg.pretrained = pretrained_value(cfg.pretrained)
+    if cfg.freeze_backbone and cfg.pretrained is None:
+        raise CnnzooError("--freeze-backbone needs --pretrained (imagenet, a tag or a weights file): without "
+                          "weights there is no backbone to keep; drop --freeze-backbone to train from scratch")
     return cfg
 
 

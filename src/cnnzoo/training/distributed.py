@@ -49,16 +49,28 @@ def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> to
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    here = usable_devices()
     try:
         dev = torch.device(device)
-    except RuntimeError as e:
-        raise CnnzooError(f"unknown device {device!r}: use cpu, cuda, cuda:N or mps") from e
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise CnnzooError(f"device {device!r} asked for but CUDA is not available here: use --device cpu")
-        if dev.index is None:
-            dev = torch.device("cuda", local_rank % torch.cuda.device_count())
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise CnnzooError(f"unknown device {device!r}: use {', '.join(here)}") from e
+    if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
+        dev = torch.device("cuda", local_rank % torch.cuda.device_count())
+    ok = dev.type == "cpu" or (str(dev) in here if dev.type == "cuda" else dev.type in here)
+    if not ok:  # mps, or cuda:3, on a machine without them
+        raise CnnzooError(f"device {device!r} does not work here: use {', '.join(here)}")
     return dev
+
+
+def usable_devices() -> list[str]:
+    """The devices that work on this machine: cpu, then cuda and cuda:N per GPU, then mps where available
+    (the only ones --device accepts, checked before any run folder is made)."""
+    here = ["cpu"]
+    if torch.cuda.is_available():
+        here += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        here.append("mps")
+    return here
 
 
 def setup_distributed(device: str | torch.device | None = None) -> DistContext:

@@ -17,13 +17,15 @@ from dataclasses import asdict, dataclass, field
 from torch import nn
 
 from ..conv_grad import small_map_grads
+from ..errors import CnnzooError
+from ..utils.files import atomic_write_text
 from . import checkpoint as ck
 from .budget import BudgetController, BudgetPlan
 from .config import TrainConfig, resolve, run_options, split_options
 from .distributed import setup_distributed
 from .loop import LOG_HEADER, PARTIAL_NOTE, evaluate_tensors, log_line, lr_factor, train_epoch
 from .precise_bn import recalibrate_bn
-from .setup import Job, open_run_dir, resumed_config, setup, write_text_atomic
+from .setup import Job, open_run_dir, resumed_config, setup
 from .state import EpochTotals
 
 
@@ -95,11 +97,25 @@ def train(model: str | nn.Module | None = None, dataset: str | None = None, *, c
         job.state.started = t0
         budgeted = opts.time_budget_s is not None or job.state.budget is not None
         result = run_budgeted(job) if budgeted else run_epochs(job)
+    except ValueError as e:  # torch's BatchNorm check, from any forward pass in training mode
+        if "more than 1 value per channel" not in str(e):
+            raise
+        raise CnnzooError(one_value_per_channel(config)) from e
     finally:
         if lock is not None:
             lock.release()
     dist.close()
     return result
+
+
+def one_value_per_channel(cfg: TrainConfig) -> str:
+    """What to change when BatchNorm saw one value per channel: a batch of one image whose feature map is 1x1
+    there (``--batch-size 1``, a last batch of one from ``--train-subset``, or ``--precise-bn 1``)."""
+    given = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in (("batch_size", cfg.batch_size),
+                      ("train_subset", cfg.train_subset), ("precise_bn", cfg.precise_bn)) if v)
+    return (f"BatchNorm got one value per channel while training (a batch of one image reaching a 1x1 feature "
+            f"map; {given}): use --batch-size, --train-subset and --precise-bn of 2 or more, or a larger "
+            f"--img-size")
 
 
 def _canonical_names(explicit: dict) -> dict:
@@ -251,7 +267,8 @@ def _save_budget_eval(job: Job, rec: dict, final: bool) -> None:
     if final:
         save(job, "best", rec["test_acc"])
     if job.dist.rank == 0:
-        write_text_atomic(job.out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in st.history))
+        atomic_write_text(job.out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in st.history),
+                          overwrite=True)
 
 
 def evaluate_epoch(job: Job, ep, t_epoch: float, partial: bool) -> dict:
@@ -307,7 +324,8 @@ def save_epoch(job: Job, rec: dict, ep, partial: bool) -> None:
     if improved:
         save(job, "best", acc)
     if job.dist.rank == 0:
-        write_text_atomic(job.out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in st.history))
+        atomic_write_text(job.out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in st.history),
+                          overwrite=True)
 
 
 def _tensorboard(job: Job):  # -> SummaryWriter | None
@@ -361,8 +379,9 @@ def finish(job: Job, stopped: str | None, last: dict | None) -> TrainResult:
         if st.history:
             from .plots import plot_curves  # deferred: matplotlib
 
-            plot_curves(st.history, job.out_dir / "training_curves.png", title=f"{cfg.model} on {cfg.dataset}")
-        write_text_atomic(job.out_dir / "result.json", json.dumps(result.to_dict(), indent=1))
+            plot_curves(st.history, job.out_dir / "training_curves.png", title=f"{cfg.model} on {cfg.dataset}",
+                        overwrite=True)
+        atomic_write_text(job.out_dir / "result.json", json.dumps(result.to_dict(), indent=1), overwrite=True)
         job.say(f"best held-out top-1 {100 * result.best_acc:.2f}% (epoch {st.best_epoch}), final "
                 f"{100 * result.final_acc:.2f}%, {total_s:.1f} s, {result.train_images_per_s:.0f} img/s "
                 f"-> {job.out_dir}")

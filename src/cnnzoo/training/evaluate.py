@@ -29,19 +29,23 @@ def evaluate(
     device: str | torch.device | None = None,
     img_size: int | None = None,
     out: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Evaluate a checkpoint (run folder, ``best``/``last`` folder or ``model.safetensors``) or a model.
 
     ``dataset`` defaults to the one the checkpoint was trained on; preprocessing (size, mean, std) comes
     from the checkpoint. Returns a JSON-ready dict: ``top1``, ``top5`` (``None`` with 5 classes or fewer),
     ``loss``, ``n``, ``classes``, ``per_class`` (precision, recall, f1, support), ``confusion`` (rows: true
-    class), ``images_per_s``. With ``out`` it also writes ``eval.json`` and ``confusion.png`` there.
+    class), ``images_per_s``. With ``out`` it also writes ``eval.json`` and ``confusion.png`` there (checked
+    before any work; files there that this process did not write are replaced only with ``overwrite``).
     """
     from ..ranges import POSITIVE_INT
 
     batch_size = POSITIVE_INT.check("batch_size (--batch-size)", batch_size)
     if img_size is not None:
         img_size = POSITIVE_INT.check("img_size", img_size)
+    if out is not None:
+        eval_output_paths(out, overwrite)
     dev = resolve_device(device)
     if isinstance(checkpoint_or_model, nn.Module):
         model = checkpoint_or_model.to(dev).eval()
@@ -92,7 +96,7 @@ def evaluate(
         "img_size": size, "device": str(dev), "skipped_images": len(data.skipped),
     }
     if out is not None:
-        write_eval_outputs(result, out)
+        write_eval_outputs(result, out, overwrite=overwrite)
     return result
 
 
@@ -141,28 +145,33 @@ def per_class_metrics(cm: torch.Tensor, classes: list) -> list[dict]:
              "support": int(s)} for c, p, rc, f, s in zip(classes, precision, recall, f1, actual, strict=True)]
 
 
-def write_eval_outputs(result: dict, out: str | os.PathLike) -> dict[str, Path]:
-    """``eval.json`` and ``confusion.png`` for an :func:`evaluate` result; returns their paths."""
-    from .plots import plot_confusion
+def eval_output_paths(out: str | os.PathLike, overwrite: bool) -> tuple[Path, Path]:
+    """``OUT/eval.json`` and ``OUT/confusion.png``, the folder made and both checked (before any work)."""
+    from ..utils.files import check_output_path
 
-    out = Path(out)
+    out = Path(out).expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CnnzooError(
             f"cannot create output directory {str(out)!r} ({e.strerror or e}): pass a writable --out") from e
-    js = out / "eval.json"
-    tmp = out / f".tmp-{os.getpid()}-eval.json"
+    return (check_output_path(out / "eval.json", overwrite=overwrite, what="--out"),
+            check_output_path(out / "confusion.png", overwrite=overwrite, what="--out"))
+
+
+def write_eval_outputs(result: dict, out: str | os.PathLike, *, overwrite: bool = False) -> dict[str, Path]:
+    """``eval.json`` and ``confusion.png`` for an :func:`evaluate` result; returns their paths."""
+    from ..utils.files import atomic_write_text
+    from .plots import plot_confusion
+
+    js, png = eval_output_paths(out, overwrite)
     title = (f"{result.get('model') or 'model'} on {result['dataset']} {result['split']}: "
              f"top-1 {100 * result['top1']:.2f}%")
-    try:
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, js)
-        png = plot_confusion(result["confusion"], result["classes"], out / "confusion.png", title=title)
-    except OSError as e:  # a full disk or no permission: one line, no half-written eval.json left
+    try:  # a full disk or no permission: one line, no half-written eval.json left
+        js = atomic_write_text(js, json.dumps(result, indent=1), overwrite=overwrite, what="--out")
+        png = plot_confusion(result["confusion"], result["classes"], png, title=title, overwrite=overwrite)
+    except OSError as e:
         from ..oserr import os_error_line
 
         raise CnnzooError(f"cannot write the evaluation to --out: {os_error_line(e)}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
     return {"json": js, "png": png}

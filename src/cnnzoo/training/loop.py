@@ -240,10 +240,16 @@ def _refresh_bar(bar, done: int, meter: EpochMeter, images: int, t0: float) -> N
 def check_finite(bad_step: Tensor, out_dir: Path, epoch: int, lr: float) -> None:
     """Stop with :class:`NonFiniteLossError` if any step's loss was NaN/inf (``bad_step`` >= 0 names it)."""
     s = int(bad_step.item())
-    if s >= 0:
-        raise NonFiniteLossError(
-            f"the loss became NaN/inf at step {s} (epoch {epoch + 1}); stopped, the last good checkpoint is "
-            f"{out_dir / 'last'}: lower --lr (now {lr:g}) or check the data")
+    if s < 0:
+        return
+    from .checkpoint import find_resume
+
+    kept = find_resume(out_dir)
+    saved = f"the last good checkpoint is {kept}" if kept is not None else "no checkpoint was saved before it"
+    # steps count from 1: the first loss comes before any update, so the lr is not to blame for it
+    cause = ("the starting weights (--pretrained?) or the data are not finite" if s == 1
+             else f"lower --lr (now {lr:g}) or check the data")
+    raise NonFiniteLossError(f"the loss became NaN/inf at step {s} (epoch {epoch + 1}); stopped, {saved}: {cause}")
 
 
 # ------------------------------------------------------------------------------------------ evaluate

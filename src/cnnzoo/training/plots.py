@@ -16,20 +16,18 @@ def _plt():
     return plt
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        fig.savefig(tmp, dpi=110, format="png")
-        os.replace(tmp, path)
-    finally:  # a full disk mid-write: no half-written .tmp PNG left next to the previous one
-        tmp.unlink(missing_ok=True)
-    return path
+def _save(fig, path: str | os.PathLike, overwrite: bool) -> Path:
+    from ..utils.files import atomic_write
+
+    # a full disk mid-write leaves no half-written PNG, and the previous one stays
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), overwrite=overwrite,
+                        what="plot")
 
 
-def plot_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> Path:
-    """Loss and accuracy per epoch, train and held-out, side by side."""
+def plot_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "", *,
+                overwrite: bool = False) -> Path:
+    """Loss and accuracy per epoch, train and held-out, side by side (an existing file not written by this
+    process is replaced only with ``overwrite``)."""
     plt = _plt()
     ep = [h["epoch"] for h in history]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -51,13 +49,13 @@ def plot_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out = _save(fig, path)
+    out = _save(fig, path, overwrite)
     plt.close(fig)
     return out
 
 
 def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str | os.PathLike,
-                   title: str = "") -> Path:
+                   title: str = "", *, overwrite: bool = False) -> Path:
     """Row-normalised confusion matrix (rows: true class, columns: predicted); counts written in the cells
     when there are at most 20 classes."""
     import numpy as np
@@ -84,6 +82,6 @@ def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], p
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix")
     fig.tight_layout()
-    out = _save(fig, path)
+    out = _save(fig, path, overwrite)
     plt.close(fig)
     return out

@@ -7,7 +7,6 @@ states of a resumed run.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from ..data import ImageSet, dataset_info, load_dataset
 from ..data.images import RESIZE_POLICY
 from ..errors import CnnzooError
 from ..policy import SpeedPlan, speed_plan
+from ..utils.files import atomic_write_text
+from ..utils.memory import available_memory
 from . import checkpoint as ck
 from .batches import BatchPrep
 from .budget import BudgetController
@@ -87,12 +88,6 @@ def prepare_out(out: Path) -> None:
     ck.clean_stale_tmp(out)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def open_run_dir(cfg: TrainConfig, opts: RunOptions, dist: DistContext,
                  say: Callable[[str], None] = lambda s: None) -> tuple[Path, Path | None, RunLock | None]:
     """The run folder (locked, made and proven writable), the checkpoint to resume from, if any, and the lock,
@@ -133,7 +128,28 @@ def resumed_config(cfg: TrainConfig, explicit: dict, stored: dict, out_dir: Path
                               f"{explicit[key]!r}: drop --resume or pick another --out")
     if explicit.get("epochs") is not None:
         old.epochs = int(explicit["epochs"])  # a resumed run may be extended
+    changed = recipe_changes(cfg, old, [k for k in explicit if k not in ("model", "dataset", "pretrained", "epochs")])
+    if changed:  # a flag the resumed run would silently ignore (it continues its stored recipe)
+        raise CnnzooError(f"{out_dir} holds a run trained with {changed[0][1]}; --resume continues that recipe, "
+                          f"so {changed[0][2]} would be ignored: drop it, or start a new run (another --out, or "
+                          f"--overwrite)")
     return old
+
+
+def recipe_changes(new: TrainConfig, old: TrainConfig, keys) -> list[tuple[str, str, str]]:
+    """``(field, old as flags, new as flags)`` for each of ``keys`` whose value differs between two recipes
+    (compared as JSON, so a tuple and the list it was stored as are equal)."""
+    import json
+
+    def flag(k: str, v) -> str:
+        return f"--{k.replace('_', '-')} {v}"
+
+    out = []
+    for k in keys:
+        a, b = getattr(new, k, None), getattr(old, k, None)
+        if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
+            out.append((k, flag(k, b), flag(k, a)))
+    return out
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -148,19 +164,6 @@ def choose_img_size(cfg: TrainConfig, model_name: str | None, native: int) -> in
     info = model_info(model_name)
     size = max(native, info.min_size)
     return min(size, info.max_size) if info.max_size else size
-
-
-def available_memory(device: torch.device) -> int | None:
-    """Bytes free for a run on ``device`` now: CUDA's free memory, else Linux's MemAvailable (None: unknown)."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def run_peak_bytes(model_name: str, in_chans: int, size: int, batch: int, optimizer: str = "sgd") -> int | None:
@@ -333,7 +336,9 @@ def load_weights(net: nn.Module, ckpt: Path, cfg: TrainConfig, dev: torch.device
 def param_groups(net: nn.Module, cfg: TrainConfig, head: set[str]) -> list[dict]:
     """Weight decay only on weights of dimension >= 2 (not BN, not biases); when fine-tuning, the backbone
     learns at ``lr * backbone_lr_scale`` or is frozen."""
-    finetune = bool(cfg.pretrained)
+    from .config import pretrained_value
+
+    finetune = pretrained_value(cfg.pretrained) is not None
     buckets: dict[tuple[str, bool], list] = {}
     for name, p in net.named_parameters():
         part = "head" if (not finetune or name in head) else "backbone"
@@ -454,7 +459,8 @@ def report_data(train_set: ImageSet, test_set: ImageSet, out_dir: Path, dist: Di
             say(ds.report())
     skipped = train_set.skipped + test_set.skipped
     if skipped and dist.rank == 0:
-        write_text_atomic(out_dir / "skipped_images.txt", "".join(f"{p}\t{why}\n" for p, why in skipped))
+        atomic_write_text(out_dir / "skipped_images.txt", "".join(f"{p}\t{why}\n" for p, why in skipped),
+                          overwrite=True)
 
 
 def check_forward(net: nn.Module, prep: BatchPrep, xtr: Tensor, name: str) -> None:
