@@ -79,12 +79,13 @@ def test_cache_file_is_a_plain_npy_and_reloads_mapped(tmp_path, cache):
 
 def test_grey_then_colour_upgrades_the_rows_written_so_far(tmp_path, cache, monkeypatch):
     monkeypatch.setattr(folder_mod, "DECODE_CHUNK", 2)
+    monkeypatch.setattr(arrays, "CHUNK_BYTES", 4 * SIDE * SIDE)  # the in-place RGB rewrite moves one row at a time
     root = _make_folder(tmp_path / "g", n_per_class=4, grey=True)
     Image.fromarray(np.full((SIDE, SIDE, 3), (200, 10, 10), dtype=np.uint8)).save(root / "train" / "c" / "z.png")
     ds = load_folder(root, "train", img_size=SIDE)
     assert ds.in_chans == 3 and len(ds) == 13
-    grey = ds.images[0]
-    assert torch.equal(grey[0], grey[1]) and torch.equal(grey[0], grey[2])
+    for i, p in enumerate(ds.paths[:-1]):  # every grey row, moved in place, is its file's pixels three times
+        assert torch.equal(ds.images[i], torch.from_numpy(decode_file(p, SIDE)[0]).expand(3, -1, -1))
     assert ds.images[-1, :, 0, 0].tolist() == [200, 10, 10]
     assert load_folder(_make_folder(tmp_path / "h", n_per_class=3, grey=True), "train", img_size=SIDE).in_chans == 1
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CnnzooError
+from ..utils.files import atomic_write, atomic_write_text
 from .arrays import NPY_HEADER_BYTES, chunk_rows, convert_channels, npy_header, pixel_stats, row_chunks, scratch_dir
 from .base import ImageSet, cache_dir
 from .images import DECODE_CHUNK, header_size, is_image_name, iter_decoded
@@ -183,19 +184,19 @@ class _NpyAppender:
         self.n += len(good)
 
     def _grey_to_rgb(self) -> None:
-        """Rewrite the grey rows so far as RGB into a new file that takes this one's place."""
+        """Rewrite the grey rows so far as RGB in place: the file grows to three times the rows, and rows move
+        from the last to the first, so no row is overwritten before it is read."""
         self.f.flush()
-        old = np.memmap(self.path, dtype=np.uint8, mode="r", offset=NPY_HEADER_BYTES,
-                        shape=(self.n, 1, self.size, self.size)) if self.n else None
-        tmp = self.path.with_name(self.path.name + ".rgb")
-        with open(tmp, "wb") as g:
-            g.write(b"\0" * NPY_HEADER_BYTES)
-            for s in row_chunks(self.n, 4 * self.size * self.size):
-                g.write(np.repeat(np.asarray(old[s]), 3, axis=1).tobytes())
-        del old
-        self.f.close()
-        os.replace(tmp, self.path)
-        self.f = open(self.path, "r+b")  # noqa: SIM115 - not "ab": finish() must write the header at the start
+        row = self.size * self.size
+        if self.n:
+            self.f.truncate(NPY_HEADER_BYTES + 3 * self.n * row)
+            arr = np.memmap(self.path, dtype=np.uint8, mode="r+", offset=NPY_HEADER_BYTES,
+                            shape=(3 * self.n * row,))
+            for s in reversed(list(row_chunks(self.n, 4 * row))):
+                grey = np.array(arr[s.start * row:s.stop * row]).reshape(-1, 1, row)
+                arr[3 * s.start * row:3 * s.stop * row] = np.repeat(grey, 3, axis=1).reshape(-1)
+            arr.flush()
+            del arr
         self.f.seek(0, os.SEEK_END)
         self.chans = 3
 
@@ -240,38 +241,40 @@ def _decode_to_npy(items: list[tuple[Path, int]], size: int, path: Path, progres
 def _decode_cached(root: Path, items: list[tuple[Path, int]], other: list[Path], classes: list[str], how: str,
                    size: int, npy: Path, meta_path: Path, use_cache: bool, progress: bool, desc: str
                    ) -> tuple[np.ndarray, dict]:
-    """Decode a split into the cache (atomically: a temporary name, renamed in) or, when the cache cannot be
-    written, into an unlinked scratch file; returns the memory-mapped images and their metadata."""
-    cdir = npy.parent
-    try:
-        if not use_cache:
-            raise PermissionError("no cache")
-        cdir.mkdir(parents=True, exist_ok=True)
-        tmp = cdir / f".tmp-{os.getpid()}-{npy.name}"
-        keep = True
-    except OSError:  # a read-only cache location only costs speed: decode into a scratch file
+    """Decode a split into the cache (atomically, :func:`cnnzoo.utils.files.atomic_write`) or, when the cache
+    cannot be written, into an unlinked scratch file; returns the memory-mapped images and their metadata."""
+    done: dict = {}
+
+    def write(tmp: Path) -> None:
+        _check_disk(tmp.parent, len(items) * 3 * size * size, len(items), size, tmp.parent == npy.parent)
+        done["ok"], done["skipped"] = _decode_to_npy(items, size, tmp, progress, desc)
+
+    images = None
+    if use_cache:
+        try:
+            npy.parent.mkdir(parents=True, exist_ok=True)
+            images = np.load(atomic_write(npy, write, overwrite=True, what="the decode cache"), mmap_mode="c")
+        except OSError:  # a read-only cache location only costs speed: decode into a scratch file
+            images = None
+    if images is None:
         fd, name = tempfile.mkstemp(prefix=".cnnzoo-decode-", suffix=".npy", dir=scratch_dir(None))
         os.close(fd)
-        tmp, keep = Path(name), False
-    try:
-        _check_disk(tmp.parent, len(items) * 3 * size * size, len(items), size, keep)
-        ok, skipped = _decode_to_npy(items, size, tmp, progress, desc)
-        meta = {"labels": [items[i][1] for i in ok], "paths": [str(items[i][0]) for i in ok],
-                "skipped": skipped, "ignored": [str(p) for p in other], "classes": classes, "split_from": how}
-        images = np.load(tmp, mmap_mode="c")
-        if len(images):  # one chunked pass while the pages are hot; a cached start then reads them from meta
-            meta["mean"], meta["std"] = pixel_stats(images)
-        if keep:
-            try:
-                os.replace(tmp, npy)
-                mtmp = meta_path.with_name(f".tmp-{os.getpid()}-{meta_path.name}")
-                mtmp.write_text(json.dumps(meta))
-                os.replace(mtmp, meta_path)
-            except OSError:
-                pass  # the map stays valid: only the next run's speed is lost
-    finally:
-        if tmp.exists():
-            tmp.unlink()  # the memory map keeps the data while it is in use
+        try:
+            write(Path(name))
+            images = np.load(name, mmap_mode="c")
+        finally:
+            os.unlink(name)  # the memory map keeps the data while it is in use
+        use_cache = False
+    ok = done["ok"]
+    meta = {"labels": [items[i][1] for i in ok], "paths": [str(items[i][0]) for i in ok],
+            "skipped": done["skipped"], "ignored": [str(p) for p in other], "classes": classes, "split_from": how}
+    if len(images):  # one chunked pass while the pages are hot; a cached start then reads them from meta
+        meta["mean"], meta["std"] = pixel_stats(images)
+    if use_cache:
+        try:
+            atomic_write_text(meta_path, json.dumps(meta), overwrite=True, what="the decode cache")
+        except OSError:
+            pass  # the map stays valid: only the next run's speed is lost
     return images, meta
 
 
