@@ -43,7 +43,7 @@ STEPS = """
 import sys, time, torch
 from cnnzoo import create_model
 from cnnzoo.data import load_dataset
-from cnnzoo.training.batches import BatchPrep
+from cnnzoo.data.batches import BatchPrep
 ds = load_dataset("folder:" + sys.argv[1], "train", img_size=int(sys.argv[2]))
 steps, batch, n = int(sys.argv[3]), 8, min(1024, len(ds))
 ram = ds.subset(torch.arange(n)).images.clone()

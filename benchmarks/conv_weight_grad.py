@@ -1,10 +1,10 @@
-"""Where a conv's weight gradient is faster as one GEMM than in oneDNN, on this CPU (cnnzoo.conv_grad's rule).
+"""Where a conv's weight gradient is faster as one GEMM than in oneDNN, on this CPU (cnnzoo.speed.conv_grad's rule).
 
 For each k x k conv shape (batch, input channels, output map, stride) it times oneDNN's weight-gradient
 kernel (``aten.convolution_backward`` with only the weight gradient asked for) against ``unfold`` + one
 matrix multiply, the two interleaved, medians of several runs, and marks which side of
-:func:`cnnzoo.conv_grad.gemm_weight_grad`'s rule each shape falls on. The rule is on by default only for
-the CPU ISAs listed in ``cnnzoo.policy.GEMM_WGRAD_ISAS``; run this on another CPU to see whether it holds.
+:func:`cnnzoo.speed.conv_grad.gemm_weight_grad`'s rule each shape falls on. The rule is on by default only for
+the CPU ISAs listed in ``cnnzoo.speed.policy.GEMM_WGRAD_ISAS``; run this on another CPU to see whether it holds.
 
     python benchmarks/conv_weight_grad.py [--batch 8 32 128] [--kernel 3] [--json out.json]
 """
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from cnnzoo.conv_grad import gemm_weight_grad  # noqa: E402
+from cnnzoo.speed.conv_grad import gemm_weight_grad  # noqa: E402
 
 
 def _median_ms(fn, runs: int) -> float:

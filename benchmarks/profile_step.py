@@ -1,6 +1,6 @@
 """Where one training step of a net spends its time on this CPU: torch.profiler's top operators.
 
-What led to cnnzoo.conv_grad: ResNet-18's step at batch 32, 64x64 spent about a third of its time in the
+What led to cnnzoo.speed.conv_grad: ResNet-18's step at batch 32, 64x64 spent about a third of its time in the
 weight gradient of layer4's 2x2 convs. Times the torchvision net as its users run it (contiguous, torch's
 default SGD, no cnnzoo fast paths) unless ``--cnnzoo``, which profiles our net with the fast paths
 ``cnnzoo.train`` uses on this CPU.
@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     x, y = torch.randn(args.batch, 3, args.size, args.size), torch.randint(0, 1000, (args.batch,))
     if args.cnnzoo:
         import cnnzoo
-        from cnnzoo.conv_grad import to_small_map_grads
-        from cnnzoo.policy import channels_last_default, gemm_wgrad_default
+        from cnnzoo.speed.conv_grad import to_small_map_grads
+        from cnnzoo.speed.policy import channels_last_default, gemm_wgrad_default
 
         net = cnnzoo.create_model(args.model)
         if channels_last_default(args.model, "train", "cpu"):

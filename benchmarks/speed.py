@@ -32,7 +32,7 @@ from cnnzoo.benchmarking import (  # noqa: E402
     paired_ratio,
     pipeline_throughput,
 )
-from cnnzoo.policy import channels_last_default, cpu_has_bf16_matmul  # noqa: E402
+from cnnzoo.speed.policy import channels_last_default, cpu_has_bf16_matmul  # noqa: E402
 
 NETS = ["resnet18", "resnet50", "vgg16_bn", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "googlenet"]
 TRAIN = {"batch_size": 32, "img_size": 64}
@@ -125,7 +125,7 @@ def markdown(d: dict, command: str) -> str:
         "",
         "*ours*: cnnzoo's step as shipped (channels_last where it was measured to pay on this CPU's ISA, torch's "
         "fused SGD kernel as `cnnzoo.train` uses, and on CPUs where it was measured to pay the weight gradients of "
-        "the convs on small maps as one GEMM, `cnnzoo.conv_grad`: the format column counts those convs); "
+        "the convs on small maps as one GEMM, `cnnzoo.speed.conv_grad`: the format column counts those convs); "
         "*tv*: torchvision as its users run it (contiguous, torch's "
         "default SGD); *tv cl*: torchvision in channels_last; *tv fused SGD*: torchvision with the fused SGD "
         "kernel. So *tv cl / tv* is what channels_last alone does on this CPU, *tv fused SGD / tv* what the "
@@ -197,7 +197,7 @@ def markdown(d: dict, command: str) -> str:
         "inference, folding BatchNorm, running "
         "activations and residual adds inside the conv kernels, and channels_last all pay. `torch.compile` "
         "did not pay on this CPU (docs/speed.md), so it is opt-in.",
-        "channels_last defaults on the CPU (`cnnzoo.policy.channels_last_default`, a table per CPU ISA "
+        "channels_last defaults on the CPU (`cnnzoo.speed.policy.channels_last_default`, a table per CPU ISA "
         f"chosen from these measurements and docs/speed.md's A/B runs; this CPU: {m['cpu_capability']}): "
         "inference on for every net above; training on for "
         f"{', '.join(cl_train) or 'none'} and off for the others, where it was slower or no faster. On CUDA "

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from cnnzoo.policy import EMULATED_BF16, cpu_has_bf16_matmul
+from cnnzoo.speed.policy import EMULATED_BF16, cpu_has_bf16_matmul
 
 # name -> (target top-1 %, cnnzoo train arguments). Targets are the issue's; never lowered.
 ROWS: dict[str, tuple[float, list[str]]] = {

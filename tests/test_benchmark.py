@@ -26,7 +26,7 @@ from cnnzoo.benchmarking import (
 from cnnzoo.benchmarking.core import _prepare
 from cnnzoo.cli import main
 from cnnzoo.errors import CnnzooError
-from cnnzoo.policy import channels_last_default
+from cnnzoo.speed.policy import channels_last_default
 from cnnzoo.training.config import resolve
 
 # the nets of issue 6's speed targets

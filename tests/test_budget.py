@@ -162,7 +162,7 @@ def test_a_budget_too_small_for_one_step_is_one_line(tmp_path, counter_clock) ->
 
 
 def test_budgeted_compare_reports_budget_images_and_fractional_epochs(tmp_path, counter_clock) -> None:
-    from cnnzoo.comparison import compare
+    from cnnzoo.comparing.run import compare
 
     res = compare(models="lenet5", dataset="digits", budget_minutes=0.04, out=tmp_path / "c",
                   train_subset=256, test_subset=100, progress=False, verbose=False)

@@ -56,7 +56,7 @@ def test_unknown_kind_is_one_line(caches: dict[str, Path], capsys: pytest.Captur
 
 def test_a_read_only_data_root_is_never_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Root passes os.access on a r-x folder; the decode cache must still go to ~/.cache, not the shared set."""
-    from cnnzoo.paths import DEFAULT_ROOT, cache_dir
+    from cnnzoo.utils.paths import DEFAULT_ROOT, cache_dir
 
     monkeypatch.delenv("CNNZOO_CACHE", raising=False)
     shared = tmp_path / "shared"

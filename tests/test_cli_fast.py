@@ -88,8 +88,8 @@ def test_list_served_from_cache_without_torch(tmp_path):
 
 
 def test_list_cache_is_keyed_by_code_and_torch(tmp_path, monkeypatch):
-    from cnnzoo import diskcache
     from cnnzoo.cli import list_cmd
+    from cnnzoo.utils import diskcache
 
     monkeypatch.setenv("CNNZOO_CACHE", str(tmp_path))
     rows = list_cmd.rows()

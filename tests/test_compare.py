@@ -18,8 +18,8 @@ from PIL import Image
 import cnnzoo
 from cnnzoo.analysis.flops import count_macs
 from cnnzoo.cli import main
-from cnnzoo.compare_report import ACC_VS_MACS_PX, CURVES_PX
-from cnnzoo.comparison import compare, model_size, resolve_models
+from cnnzoo.comparing.report import ACC_VS_MACS_PX, CURVES_PX
+from cnnzoo.comparing.run import compare, model_size, resolve_models
 
 MODELS = ("lenet5", "resnet20_cifar")
 
@@ -136,7 +136,7 @@ def test_resume_skips_finished_models_and_cli_prints(run, capsys) -> None:
 
 
 def test_failing_models_get_a_row_and_the_rest_continue(tmp_path, monkeypatch) -> None:
-    import cnnzoo.comparison as C
+    import cnnzoo.comparing.run as C
 
     real = C._static_facts
 
@@ -166,7 +166,7 @@ def test_a_net_that_cannot_finish_one_step_in_its_budget_gets_a_row_that_says_so
 
 
 def test_default_out_folders(tmp_path, monkeypatch) -> None:
-    from cnnzoo.comparison import _default_out
+    from cnnzoo.comparing.run import _default_out
 
     monkeypatch.chdir(tmp_path)
     assert _default_out("digits") == _default_out("digits", resume=True) == Path("runs/compare-digits")
@@ -179,7 +179,7 @@ def test_default_out_folders(tmp_path, monkeypatch) -> None:
 
 
 def test_choosing_models_and_sizes() -> None:
-    assert resolve_models() == list(cnnzoo.comparison.PRESETS["classic"])
+    assert resolve_models() == list(cnnzoo.comparing.run.PRESETS["classic"])
     assert resolve_models("LeNet5, resnet20-cifar,lenet5") == ["lenet5", "resnet20_cifar"]
     small = resolve_models(preset="all-small")
     assert "lenet5" in small and "resnet20_cifar" in small and "resnet50" not in small

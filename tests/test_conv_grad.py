@@ -1,4 +1,4 @@
-"""cnnzoo.conv_grad: small-map weight gradients as one GEMM give oneDNN's gradients, and only where asked."""
+"""cnnzoo.speed.conv_grad: small-map weight gradients as one GEMM give oneDNN's gradients, and only where asked."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import cnnzoo
-from cnnzoo.conv_grad import (
+from cnnzoo.speed.conv_grad import (
     SmallMapConv2d,
     count_gemm_convs,
     gemm_weight_grad,
@@ -141,7 +141,7 @@ def _weights(path):
 
 
 def test_train_uses_it_resumes_exactly_and_opts_out(tmp_path, monkeypatch):
-    from cnnzoo import policy
+    from cnnzoo.speed import policy
     from cnnzoo.training import engine
 
     monkeypatch.setattr(policy, "gemm_wgrad_default", lambda dev: True)  # as on an AVX2 CPU

@@ -244,7 +244,7 @@ def test_crop_flip_table_gives_the_same_bytes_as_the_gather(shape, pad, hflip):
 
 def test_batch_prep_sample_uses_the_table_and_matches_the_plain_path():
     from cnnzoo.data import ImageSet
-    from cnnzoo.training.batches import BatchPrep
+    from cnnzoo.data.batches import BatchPrep
 
     g = torch.Generator().manual_seed(1)
     data = ImageSet(torch.randint(0, 256, (50, 3, 16, 16), dtype=torch.uint8, generator=g),

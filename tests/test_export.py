@@ -14,9 +14,9 @@ from torch import nn
 
 import cnnzoo
 from cnnzoo.cli import main
-from cnnzoo.exporting import export
+from cnnzoo.data.batches import BatchPrep
+from cnnzoo.deploy.exporting import export
 from cnnzoo.training import load_checkpoint
-from cnnzoo.training.batches import BatchPrep
 
 
 def _train(name: str, size: int, tmp_path_factory: pytest.TempPathFactory):
@@ -141,7 +141,7 @@ def _export_size(name: str) -> int:
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n
                                   for n in cnnzoo.list_models()])
 def test_onnx_export_of_every_registered_net(name: str, tmp_path) -> None:
-    from cnnzoo.exporting import export_model
+    from cnnzoo.deploy.exporting import export_model
 
     torch.manual_seed(0)
     info = cnnzoo.model_info(name)
@@ -181,7 +181,7 @@ def test_cli_export_of_alexnet_paper(tmp_path, capsys) -> None:
 
 
 def test_fixed_adaptive_pool_equals_pytorchs() -> None:
-    from cnnzoo.exporting import _FixedAdaptiveAvgPool
+    from cnnzoo.deploy.exporting import _FixedAdaptiveAvgPool
 
     x = torch.randn(2, 3, 10, 13)
     for out in ((7, 7), (3, 5), (1, 1), (10, 13), (20, 4)):
@@ -195,7 +195,7 @@ def test_fixed_adaptive_pool_equals_pytorchs() -> None:
 @pytest.mark.parametrize(("size", "shape"), [(5, (2, 96, 9, 7)), (4, (2, 16, 5, 5)), (5, (1, 3, 4, 4)),
                                              (3, (2, 8, 6))])
 def test_lrn_is_bit_identical_to_pytorchs(size, shape) -> None:
-    from cnnzoo.layers import LocalResponseNorm
+    from cnnzoo.models.layers import LocalResponseNorm
 
     x = torch.randn(*shape) * 3
     ours, theirs = LocalResponseNorm(size, alpha=5e-4, beta=0.75, k=2.0), nn.LocalResponseNorm(size, 5e-4, 0.75, 2.0)

@@ -25,8 +25,8 @@ import cnnzoo
 from cnnzoo.analysis import receptive_field
 from cnnzoo.cli import main
 from cnnzoo.errors import CnnzooError
-from cnnzoo.features import FeatureNet, feature_info
-from cnnzoo.pretrained import load_pretrained
+from cnnzoo.models.features import FeatureNet, feature_info
+from cnnzoo.models.pretrained import load_pretrained
 
 ALL = cnnzoo.list_models()
 

@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 import cnnzoo
-from cnnzoo.fusion import find_conv_bn_pairs, fuse
+from cnnzoo.deploy.fusion import find_conv_bn_pairs, fuse
 
 
 def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -149,7 +149,7 @@ def test_fuse_activations_zoo(name: str, size: int, count: int, channels_last: b
     x = torch.randn(2, 3, size, size)
     fused = cnnzoo.fuse_activations(fuse(model))
     assert fused.fused_activations == count
-    assert sum(isinstance(m, cnnzoo.fusion.ConvPointwise2d) for m in fused.modules()) == count
+    assert sum(isinstance(m, cnnzoo.deploy.fusion.ConvPointwise2d) for m in fused.modules()) == count
     if channels_last:
         fused, x = fused.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():

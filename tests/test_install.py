@@ -48,7 +48,7 @@ def test_constraints_pin_versions_inside_the_ranges():
 
 
 def test_onnx_export_without_the_extra_says_which(monkeypatch, tmp_path):
-    from cnnzoo import exporting
+    from cnnzoo.deploy import exporting
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))

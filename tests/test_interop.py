@@ -13,7 +13,7 @@ from timm.models import group_parameters
 from torch import nn
 
 import cnnzoo
-from cnnzoo.hub import attach_weights, published_weights
+from cnnzoo.models.hub import attach_weights, published_weights
 
 ALL = cnnzoo.list_models()
 

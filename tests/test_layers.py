@@ -14,7 +14,7 @@ from torch import nn
 from torchvision.models._utils import _make_divisible as tv_make_divisible
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.layers import (
+from cnnzoo.models.layers import (
     Conv2dNormActivation,
     InvertedResidual,
     SqueezeExcitation,

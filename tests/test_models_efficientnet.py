@@ -14,8 +14,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import cnnzoo
-from cnnzoo.layers import InvertedResidual
 from cnnzoo.models.efficientnet import SCALING
+from cnnzoo.models.layers import InvertedResidual
 from equivalence import assert_same_function
 
 VARIANTS = [f"efficientnet_b{i}" for i in range(8)]

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import cnnzoo
-from cnnzoo.layers import InvertedResidual, SqueezeExcitation
+from cnnzoo.models.layers import InvertedResidual, SqueezeExcitation
 from cnnzoo.models.mobilenet_v1 import MobileNetV1
 from cnnzoo.models.mobilenet_v3 import V3_LARGE, V3_SMALL
 from equivalence import assert_same_function

@@ -12,7 +12,7 @@ from PIL import Image
 
 import cnnzoo
 from cnnzoo.cli import main
-from cnnzoo.inference import predict
+from cnnzoo.deploy.inference import predict
 
 N_IMAGES = 60
 
@@ -55,8 +55,8 @@ def test_predicts_real_mnist_images(mnist_ckpt, pngs) -> None:
 def test_same_preprocessing_as_training(mnist_ckpt, pngs) -> None:
     """PNG -> predict gives exactly what the model gives on the data set's tensors through the engine's
     evaluation preprocessing (28x28 data zero-padded by LeNet-5, normalised with MNIST's mean/std)."""
+    from cnnzoo.data.batches import BatchPrep
     from cnnzoo.training import load_checkpoint
-    from cnnzoo.training.batches import BatchPrep
 
     folder, _, test = pngs
     model, meta = load_checkpoint(mnist_ckpt)
@@ -124,6 +124,6 @@ def test_cli_csv_submission(mnist_ckpt, pngs, tmp_path, capsys) -> None:
     assert ids == sorted(ids) == sorted(labels)
     assert sum(label == labels[i] for i, label in rows[1:]) >= 0.85 * N_IMAGES
     assert main(["predict", str(mnist_ckpt), str(folder / "nope.png")]) == 2
-    with pytest.raises(SystemExit) as e:  # a flag out of range stops in argparse, one line (cnnzoo.ranges)
+    with pytest.raises(SystemExit) as e:  # a flag out of range stops in argparse, one line (cnnzoo.utils.ranges)
         main(["predict", str(mnist_ckpt), str(folder), "--topk", "0"])
     assert e.value.code == 2 and "--topk: must be a whole number >= 1, got 0" in capsys.readouterr().err

@@ -23,8 +23,8 @@ import torchvision
 from torchvision.models import get_model_weights
 
 import cnnzoo
-from cnnzoo import hub
 from cnnzoo.errors import CnnzooError
+from cnnzoo.models import hub
 
 TV_NAMES = [n for n in cnnzoo.list_models() if (hub.weights_source(n) or ("",))[0] == "torchvision"]
 

@@ -1,4 +1,4 @@
-"""``cnnzoo.ranges``: one range check for API arguments and CLI flags, with the same words."""
+"""``cnnzoo.utils.ranges``: one range check for API arguments and CLI flags, with the same words."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pytest
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.ranges import FRACTION, NONNEG_FLOAT, POSITIVE_INT, Range
+from cnnzoo.utils.ranges import FRACTION, NONNEG_FLOAT, POSITIVE_INT, Range
 
 
 @pytest.mark.parametrize("r, good, bad", [

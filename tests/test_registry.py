@@ -12,8 +12,8 @@ from torch import nn
 import cnnzoo
 from cnnzoo.cli import main
 from cnnzoo.errors import CnnzooError, UnknownModelError
-from cnnzoo.pretrained import load_pretrained, read_state_dict
-from cnnzoo.registry import InputCheck
+from cnnzoo.models.pretrained import load_pretrained, read_state_dict
+from cnnzoo.models.registry import InputCheck
 
 
 def test_unknown_model_suggests_nearest_names():

@@ -5,7 +5,7 @@ Section -> where:
 2. a checkpoint validated as a whole (``training/ckpt_check.py``): here, every edited field through
    ``predict``, ``eval`` and ``export``, which leaves no file behind;
 3. the OS says no (full disk, FIFOs, non-UTF-8 names, a missing ``$CNNZOO_DATA``): here;
-4. every command checks its arguments the same way (``cnnzoo.ranges`` flags, one-line argparse errors): here;
+4. every command checks its arguments the same way (``cnnzoo.utils.ranges`` flags, one-line argparse errors): here;
 5. data sets say what they did (class names matched by name, unique CSV ids, too small to split, val/test): here.
 Each case must give exit status 2 and one line on stderr (or a reported skip), and leave nothing half-written.
 """
@@ -145,7 +145,7 @@ def test_export_opset_out_of_range_is_one_line_and_nothing_on_stdout(tmp_path, c
 
 
 def test_export_that_fails_verification_leaves_no_file(tmp_path, monkeypatch, capsys):
-    from cnnzoo import exporting
+    from cnnzoo.deploy import exporting
 
     run = write_ckpt(tmp_path / "run")
     monkeypatch.setattr(exporting, "_run_torchscript", lambda path, x: torch.full((3, 10), float("nan")))
@@ -370,7 +370,7 @@ def test_a_failed_download_leaves_no_folder_and_no_partial_file(tmp_path, monkey
 
 
 # ------------------------------------------------------------------- 4. arguments checked the same way
-# (argv, the one line's words): every numeric flag of predict/eval/export/summary/rf/erf through cnnzoo.ranges
+# (argv, the one line's words): every numeric flag of predict/eval/export/summary/rf/erf through cnnzoo.utils.ranges
 BAD_FLAGS = [
     (["predict", "RUN", "IMG", "--batch-size", "0"],
      "cnnzoo predict: error: --batch-size: must be a whole number >= 1, got 0 (see cnnzoo predict --help)"),
@@ -405,7 +405,7 @@ def test_bad_flags_are_one_line_with_the_useful_line_first(tmp_path, capsys, png
 
 
 def test_python_api_takes_the_same_ranges(tmp_path, png):
-    from cnnzoo.inference import predict
+    from cnnzoo.deploy.inference import predict
     from cnnzoo.training import evaluate
 
     run = write_ckpt(tmp_path / "run")
@@ -424,7 +424,7 @@ def test_no_arguments_still_prints_the_help(capsys):
 
 @pytest.mark.parametrize("models", ["", " ", ",,", " , "])
 def test_compare_with_an_empty_model_list_is_an_error(tmp_path, capsys, models):
-    from cnnzoo.comparison import resolve_models
+    from cnnzoo.comparing.run import resolve_models
 
     with pytest.raises(CnnzooError, match="--models is empty"):
         resolve_models(models)
@@ -455,7 +455,7 @@ def _colour_ckpt(root: Path, classes: list[str]) -> Path:
 
 
 def test_eval_on_a_folder_matches_class_names_not_positions(tmp_path, capsys, monkeypatch):
-    from cnnzoo.inference import predict
+    from cnnzoo.deploy.inference import predict
     from cnnzoo.training import evaluate
 
     monkeypatch.setenv("CNNZOO_CACHE", str(tmp_path / "cache"))

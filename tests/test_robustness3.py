@@ -146,7 +146,7 @@ def test_writers_never_replace_what_is_at_the_target(tmp_path, capsys, monkeypat
     target = out / ("eval.json" if cmd == "eval --out" else "result.bin")
     words = HOSTILE[hostile](target)
     before = _snapshot(out)
-    import cnnzoo.inference as inference
+    import cnnzoo.deploy.inference as inference
 
     monkeypatch.setattr(inference, "predict", lambda *a, **k: pytest.fail("classified before checking --csv"))
     one_line(capsys, cli(_argv(cmd, run_dir, png, target)), words)
@@ -193,7 +193,7 @@ def test_the_same_process_may_rewrite_its_own_file_but_not_a_users(tmp_path):
 def test_pretrained_none_means_no_weights_everywhere(word):
     """Class 4: every "does this run start from weights?" reads --pretrained the same way: the whole net
     learns at --lr (not x 0.1), a folder keeps its from-scratch recipe."""
-    from cnnzoo.hub import parse_pretrained
+    from cnnzoo.models.hub import parse_pretrained
     from cnnzoo.training.config import recipe_for, resolve
     from cnnzoo.training.setup import param_groups
 
@@ -260,7 +260,7 @@ def test_cached_weights_are_verified_before_use(tmp_path, monkeypatch, capsys, n
 
 def test_truncated_or_empty_timm_safetensors_is_one_line(tmp_path, monkeypatch):
     pytest.importorskip("timm")
-    from cnnzoo import hub
+    from cnnzoo.models import hub
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("CNNZOO_OFFLINE", "1")
@@ -279,8 +279,8 @@ def test_truncated_or_empty_timm_safetensors_is_one_line(tmp_path, monkeypatch):
 
 def test_pretrained_run_folder_is_taken_as_predict_takes_it(tmp_path, run_dir):
     """Class 4: ``--pretrained RUN_DIR`` and ``RUN_DIR/best`` start from that run's weights."""
-    from cnnzoo.hub import parse_pretrained
-    from cnnzoo.pretrained import read_state_dict
+    from cnnzoo.models.hub import parse_pretrained
+    from cnnzoo.models.pretrained import read_state_dict
 
     want = ck.read_weights(run_dir / "best")
     for p in (run_dir, run_dir / "best"):

@@ -137,7 +137,7 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path, amp):
 
 
 def test_amp_modes_resolve_per_device():
-    from cnnzoo.policy import amp_dtype
+    from cnnzoo.speed.policy import amp_dtype
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert amp_dtype("auto", cpu) is None and amp_dtype("off", cpu) is None and amp_dtype("off", cuda) is None
@@ -178,8 +178,8 @@ def test_cpu_bf16_without_bf16_units_warns_once_in_one_line(tmp_path, monkeypatc
     silent."""
     import warnings
 
-    from cnnzoo import policy
     from cnnzoo.errors import CnnzooWarning
+    from cnnzoo.speed import policy
 
     monkeypatch.setattr(policy, "cpu_has_bf16_matmul", lambda: native)
     with warnings.catch_warnings(record=True) as seen:

@@ -13,7 +13,7 @@ import torchvision
 from torchvision.models import get_model_weights
 
 from cnnzoo.cli import main
-from cnnzoo.hub import published_weights
+from cnnzoo.models.hub import published_weights
 from cnnzoo.training import train
 from cnnzoo.training.checkpoint import read_meta, read_weights
 
@@ -61,7 +61,7 @@ def test_cli_names_the_missing_file_offline(tmp_path: Path, monkeypatch: pytest.
 
 def test_random_resized_crops_train_deterministically(tmp_path: Path) -> None:
     """--crop-scale: crops of the epoch's seeded boxes, the same run twice, and the fine-tuning recipe's."""
-    from cnnzoo.training.batches import epoch_boxes
+    from cnnzoo.data.batches import epoch_boxes
     from cnnzoo.training.config import resolve
 
     runs = [train("lenet5_relu", "digits", crop_scale=0.5, epochs=1, train_subset=128, batch_size=32, out=tmp_path / n,
@@ -77,7 +77,7 @@ def test_random_resized_crops_train_deterministically(tmp_path: Path) -> None:
 
 
 def test_freeze_bn_keeps_the_running_statistics(tmp_path: Path) -> None:
-    from cnnzoo.factory import create_model
+    from cnnzoo.models.factory import create_model
 
     torch.manual_seed(0)
     start = create_model("resnet20_cifar", num_classes=10, in_chans=1).state_dict()

@@ -15,21 +15,21 @@ from .errors import CnnzooError, InputSizeError, UnknownModelError
 
 TYPE_CHECKING = False  # (not typing's: importing typing costs the CLI's start 10-20 ms)
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these come from __getattr__
-    from .factory import create_model
-    from .registry import ModelInfo, list_models, model_info, register_model
+    from .models.factory import create_model
+    from .models.registry import ModelInfo, list_models, model_info, register_model
 
 __version__ = "0.1.0"
 
 # public name -> module that defines it (imported lazily)
 _LAZY = {
-    "ModelInfo": "cnnzoo.registry",
-    "create_model": "cnnzoo.factory",
-    "feature_info": "cnnzoo.features",
-    "published_weights": "cnnzoo.hub",
-    "list_models": "cnnzoo.registry",
-    "model_info": "cnnzoo.registry",
-    "register_model": "cnnzoo.registry",
-    "load_pretrained": "cnnzoo.pretrained",
+    "ModelInfo": "cnnzoo.models.registry",
+    "create_model": "cnnzoo.models.factory",
+    "feature_info": "cnnzoo.models.features",
+    "published_weights": "cnnzoo.models.hub",
+    "list_models": "cnnzoo.models.registry",
+    "model_info": "cnnzoo.models.registry",
+    "register_model": "cnnzoo.models.registry",
+    "load_pretrained": "cnnzoo.models.pretrained",
     "summary": "cnnzoo.analysis",
     "receptive_field": "cnnzoo.analysis",
     "count_macs": "cnnzoo.analysis",
@@ -37,11 +37,11 @@ _LAZY = {
     "train": "cnnzoo.training",
     "evaluate": "cnnzoo.training",
     "load_dataset": "cnnzoo.data",
-    "compare": "cnnzoo.comparison",
-    "predict": "cnnzoo.inference",
-    "export": "cnnzoo.exporting",
-    "fuse": "cnnzoo.fusion",
-    "fuse_activations": "cnnzoo.fusion",
+    "compare": "cnnzoo.comparing.run",
+    "predict": "cnnzoo.deploy.inference",
+    "export": "cnnzoo.deploy.exporting",
+    "fuse": "cnnzoo.deploy.fusion",
+    "fuse_activations": "cnnzoo.deploy.fusion",
     "benchmark": "cnnzoo.benchmarking",
 }
 

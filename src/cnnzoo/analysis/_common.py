@@ -83,7 +83,7 @@ def resolve_model(spec: str | nn.Module, device: str | torch.device | None = Non
         return spec
     file_spec = _is_file_spec(spec)
     if file_spec is None:
-        from ..registry import build_model, resolve_name
+        from ..models.registry import build_model, resolve_name
 
         resolve_name(spec)  # unknown names raise with suggestions before any building
 

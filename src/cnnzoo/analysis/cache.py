@@ -2,7 +2,7 @@
 
 Tracing all ~50 zoo nets takes several seconds; a listing should not. Each entry is keyed by a hash of
 the model's family source file, the tracer's source, the input size and torch's version, so changing any recomputes
-it: the numbers always come from the trace, never from a table. Cache folder: :func:`cnnzoo.diskcache.cache_dir`
+it: the numbers always come from the trace, never from a table. Cache folder: :func:`cnnzoo.utils.diskcache.cache_dir`
 (``$CNNZOO_CACHE``, else ``$XDG_CACHE_HOME/cnnzoo``, else ``~/.cache/cnnzoo``); a cache that cannot be written
 is simply skipped.
 """
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..diskcache import cache_dir, read_json, write_json
+from ..utils.diskcache import cache_dir, read_json, write_json
 
 __all__ = ["cache_dir", "registered_rf"]
 
@@ -33,7 +33,7 @@ def _file_hash(path: str) -> str:
 def _key(name: str) -> str:
     import torch
 
-    from ..registry import model_info
+    from ..models.registry import model_info
 
     info = model_info(name)
     family = getattr(sys.modules.get(info.fn.__module__), "__file__", "") or ""

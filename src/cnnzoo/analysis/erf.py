@@ -157,13 +157,13 @@ def _load_checkpoint(model: nn.Module | str, checkpoint: str | Path) -> tuple[nn
             meta = None
     if meta is not None:
         if isinstance(model, str):
-            from ..registry import resolve_name
+            from ..models.registry import resolve_name
 
             if meta.get("model") and resolve_name(model) != meta["model"]:
                 raise CnnzooError(f"{path} is a {meta['model']} checkpoint, not {model}: pass the right MODEL")
         net, meta = load_checkpoint(path, model=model if isinstance(model, nn.Module) else None)
         return net, meta
-    from ..pretrained import load_pretrained
+    from ..models.pretrained import load_pretrained
 
     net = resolve_model(model)
     load_pretrained(net, path)

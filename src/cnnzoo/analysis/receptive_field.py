@@ -32,8 +32,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .. import fmt
 from ..errors import CnnzooError
+from ..utils import fmt
 from ._common import check_input_size, default_input_size, resolve_model, shape_forward
 
 

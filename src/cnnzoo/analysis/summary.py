@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook
 
-from .. import fmt
+from ..utils import fmt
 from ._common import check_input_size, default_input_size, model_dtype, resolve_model
 from .flops import macs_by_module
 

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CnnzooError
-from ..policy import channels_last_default, fused_optimizer_ok, gemm_wgrad_default
+from ..speed.policy import channels_last_default, fused_optimizer_ok, gemm_wgrad_default
 from ..training.loop import logits_of, train_step
 from .machine import bench_device, machine_info, step_memory_mb, sync
 from .results import BenchmarkReport, BenchResult, SideResult, Variant
@@ -69,7 +69,7 @@ REFERENCE_NAMES = ("torchvision", "timm")
 # ------------------------------------------------------------------------------------------- models
 def reference_model(name: str, vs: str, num_classes: int = 1000) -> tuple[str, nn.Module]:
     """(constructor name, module): the torchvision or timm net with the same architecture as ``name``."""
-    from ..registry import model_info
+    from ..models.registry import model_info
 
     info = model_info(name)
     if vs == "torchvision":
@@ -157,8 +157,8 @@ def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Te
             with torch.inference_mode():
                 ref = logits_of(model(xc)).clone()
         if fuse:
-            from ..fusion import fuse as fold
-            from ..fusion import fuse_activations
+            from ..deploy.fusion import fuse as fold
+            from ..deploy.fusion import fuse_activations
 
             model = fold(model, inplace=True)
             if fuse_act and dev.type == "cpu" and not compile:  # Inductor fuses on its own
@@ -173,7 +173,7 @@ def _prepare(impl: str, name: str, model: nn.Module, mode: str, x: Tensor, y: Te
         x = x.contiguous(memory_format=torch.channels_last)
     n_gemm = 0
     if gemm_wgrad and mode == "train" and not compile:
-        from ..conv_grad import count_gemm_convs, to_small_map_grads
+        from ..speed.conv_grad import count_gemm_convs, to_small_map_grads
 
         to_small_map_grads(model)
         n_gemm = count_gemm_convs(model, x[:1], amp)
@@ -309,7 +309,7 @@ def benchmark(
             (``None``: where the device has it); the reference as its users run it keeps torch's default
             SGD, the like-for-like reference (``vs_settings="same"``) gets the fused kernel too.
         gemm_wgrad: training: the weight gradients of convs on small maps as one GEMM
-            (:mod:`cnnzoo.conv_grad`), for our net and the like-for-like reference (``None``: on CPUs where it
+            (:mod:`cnnzoo.speed.conv_grad`), for our net and the like-for-like reference (``None``: on CPUs where it
             was measured to pay, as :func:`cnnzoo.train` does); ``BenchResult.ours.gemm_wgrad`` counts them.
         runs / warmup: timed runs (median reported) and untimed warm-up batches per net.
         min_run_s: very fast nets repeat the batch within a timed run until it lasts this long.
@@ -322,7 +322,7 @@ def benchmark(
     if not names:
         raise CnnzooError("name at least one model to benchmark (cnnzoo list shows them)")
     if vs is not None:
-        from ..registry import resolve_name
+        from ..models.registry import resolve_name
 
         for name in names:
             if ":" in name and name.rpartition(":")[0].endswith(".py"):

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from ..data.batches import BatchPrep, epoch_plan
 from ..errors import CnnzooError
-from ..policy import speed_plan
-from ..training.batches import BatchPrep, epoch_plan
+from ..speed.policy import speed_plan
 from ..training.loop import train_step
 from .machine import bench_device, sync
 
@@ -97,10 +97,10 @@ def loop_overhead(model: str = "lenet5", dataset: str = "mnist", repeats: int = 
     progress bookkeeping included; its per-epoch evaluation and checkpoint excluded) plus the epoch plan it
     draws before the loop. The bare loop gets the epoch's batches already augmented and normalised on the
     device and times only the engine's own :func:`~cnnzoo.training.loop.train_step` with the engine's
-    optimizer, memory format, precision and conv gradients (:func:`cnnzoo.policy.speed_plan`). Engine and
+    optimizer, memory format, precision and conv gradients (:func:`cnnzoo.speed.policy.speed_plan`). Engine and
     bare loop alternate ``repeats`` times; medians are compared.
     """
-    from ..registry import model_info, resolve_name
+    from ..models.registry import model_info, resolve_name
 
     dev = bench_device(device)
     name = resolve_name(model)
@@ -151,8 +151,8 @@ def _engine_epoch(cfg, out: str, data_dir, dev: torch.device, subset: int | None
 
 def _bare_epoch(cfg, plan, ds: ImageSet, batches: list[tuple[Tensor, Tensor]]) -> float:
     """Seconds of the engine's steps alone over ``batches``: its model, optimizer, precision, conv gradients."""
-    from ..conv_grad import small_map_grads
-    from ..factory import create_model
+    from ..models.factory import create_model
+    from ..speed.conv_grad import small_map_grads
     from ..training.setup import head_param_names, make_optimizer, param_groups
 
     dev = plan.device

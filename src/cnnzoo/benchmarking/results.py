@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict, dataclass, field
 
-from .. import fmt
+from ..utils import fmt
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -27,7 +27,7 @@ class SideResult:
     compiled: bool
     amp: bool
     fused_opt: bool = False  # training step with torch's fused SGD kernel
-    gemm_wgrad: int = 0  # training: convs whose weight gradient ran as one GEMM (cnnzoo.conv_grad)
+    gemm_wgrad: int = 0  # training: convs whose weight gradient ran as one GEMM (cnnzoo.speed.conv_grad)
     max_abs_diff: float | None = None  # fast path vs plain path on the same input (None: no fast path used)
     max_rel_diff: float | None = None  # the same, divided by the plain output's largest magnitude
     compile_s: float | None = None
@@ -44,7 +44,7 @@ class Variant:
     fuse: bool = False
     fuse_act: bool = True  # with fuse on a CPU: also cnnzoo.fuse_activations (False: BatchNorm folding only)
     fused_opt: bool = False  # training: torch's fused SGD kernel (what cnnzoo.train uses) instead of the default
-    gemm_wgrad: bool = False  # training: small-map weight gradients as one GEMM (cnnzoo.conv_grad)
+    gemm_wgrad: bool = False  # training: small-map weight gradients as one GEMM (cnnzoo.speed.conv_grad)
     amp: bool | None = None  # bf16 autocast; None: as the benchmark's ``amp``
 
 

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.showwarning = one_line
     # a file name that is not valid UTF-8 (os.fsdecode's surrogates) prints escaped, never UnicodeEncodeError
-    from ..oserr import register_escape
+    from ..utils.oserr import register_escape
 
     streams = [(f, f.errors) for f in (sys.stdout, sys.stderr) if hasattr(f, "reconfigure")]
     for f, _ in streams:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # the OS said no (full disk, permission, read-only): one line, whatever the command
         if args.debug:
             raise
-        from ..oserr import os_error_line
+        from ..utils.oserr import os_error_line
 
         print(f"cnnzoo {args.command}: error: {os_error_line(e)}", file=sys.stderr)
         return 2

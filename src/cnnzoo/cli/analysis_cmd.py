@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..ranges import NONNEG_INT, POSITIVE_INT
+from ..utils.ranges import NONNEG_INT, POSITIVE_INT
 
 ORDER = 20
 
@@ -81,7 +81,7 @@ def run_summary(args: argparse.Namespace) -> int:
     net = resolve_model(args.model, device="meta", **_build_kwargs(args.model, args.input_size))
     net.cnnzoo_name = getattr(net, "cnnzoo_name", args.model)  # the label the table shows
     if args.features:
-        from ..features import feature_info
+        from ..models.features import feature_info
 
         info = feature_info(net, args.input_size)
         print(json.dumps({"model": info.model, "input_size": list(info.input_size), "stages": info.get_dicts()},

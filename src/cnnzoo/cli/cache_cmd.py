@@ -38,9 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _decoded_dirs(data_dir: str | None) -> list[Path]:
-    """Where this data root's folders are decoded to (:func:`cnnzoo.paths.cache_dir`), and the fallback."""
+    """Where this data root's folders are decoded to (:func:`cnnzoo.utils.paths.cache_dir`), and the fallback."""
     from ..errors import CnnzooError
-    from ..paths import DEFAULT_ROOT, cache_dir
+    from ..utils.paths import DEFAULT_ROOT, cache_dir
 
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():
         raise CnnzooError(f"--data-dir {data_dir!r} is not a folder: give the data root whose decode cache to "
@@ -55,8 +55,8 @@ _LISTING = re.compile(r"(list|rf)-v\d+\.json")
 
 def _zoo_weight_names() -> tuple[set[str], set[str]]:
     """(torchvision file names, Hugging Face repo folder prefixes) of the published weights of the zoo's nets."""
-    from ..hub import weights_source
-    from ..registry import list_models
+    from ..models.hub import weights_source
+    from ..models.registry import list_models
 
     files: set[str] = set()
     repos: set[str] = set()
@@ -82,7 +82,7 @@ def owned_files(kind: str, data_dir: str | None = None) -> list[Path]:
         for d in _decoded_dirs(data_dir):
             out += [p for p in _files(d) if _DECODED.fullmatch(p.name)]
     elif kind == "listing":
-        from ..diskcache import cache_dir
+        from ..utils.diskcache import cache_dir
 
         out += [p for p in _files(cache_dir()) if _LISTING.fullmatch(p.name)]
     elif kind == "weights":

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..comparison import compare  # deferred: imports torch
+    from ..comparing.run import compare  # deferred: imports torch
 
     res = compare(models=args.models, preset=args.preset, raise_errors=args.debug,
                   **values_from_args(args, CompareOptions), **values_from_args(args, TrainConfig))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from .. import fmt
-from ..ranges import POSITIVE_INT
+from ..utils import fmt
+from ..utils.ranges import POSITIVE_INT
 
 ORDER = 45
 
@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     published = pretrained_value(args.pretrained) is not None
     if published:
         from ..errors import CnnzooError
-        from ..factory import pretrained_model
-        from ..hub import imagenet_dataset
+        from ..models.factory import pretrained_model
+        from ..models.hub import imagenet_dataset
 
         if not dataset:
             raise CnnzooError("--pretrained needs --dataset: e.g. folder:PATH with one folder per ImageNet class "

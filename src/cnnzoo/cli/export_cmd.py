@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..ranges import POSITIVE_INT
+from ..utils.ranges import POSITIVE_INT
 
 ORDER = 55
 
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..exporting import export
+    from ..deploy.exporting import export
 
     res = export(args.checkpoint, format=args.format, out=args.out, opset=args.opset,
                  fuse_bn=not args.no_fuse, overwrite=args.overwrite)

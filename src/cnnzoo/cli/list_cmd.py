@@ -1,7 +1,7 @@
 """``cnnzoo list [PATTERN] [--format table|json]``.
 
-The full listing is cached on disk (``list-v1.json`` in :func:`cnnzoo.diskcache.cache_dir`) under a hash of
-cnnzoo's source and torch's version (:func:`cnnzoo.diskcache.code_fingerprint`), so a repeated ``cnnzoo list``
+The full listing is cached on disk (``list-v1.json`` in :func:`cnnzoo.utils.diskcache.cache_dir`) under a hash of
+cnnzoo's source and torch's version (:func:`cnnzoo.utils.diskcache.code_fingerprint`), so a repeated ``cnnzoo list``
 answers without importing torch and is recomputed after any code change or upgrade.
 """
 
@@ -12,7 +12,7 @@ import fnmatch
 import json
 import sys
 
-from .. import fmt
+from ..utils import fmt
 
 ORDER = 10
 _CACHE_FILE = "list-v1.json"
@@ -30,12 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def rows(pattern: str = "*") -> list[dict]:
     """One dict per model (what ``list --format json`` prints), from the on-disk listing when it was made by
     this code and torch; else built (:func:`build_rows`), and stored when the listing is complete."""
-    from ..diskcache import code_fingerprint, read_json, write_json
+    from ..utils.diskcache import code_fingerprint, read_json, write_json
 
     key = code_fingerprint()
     cached = read_json(_CACHE_FILE)
     if isinstance(cached, dict) and cached.get("key") == key and isinstance(cached.get("rows"), list):
-        registry = sys.modules.get("cnnzoo.registry")  # loaded: a caller may have registered its own nets
+        registry = sys.modules.get("cnnzoo.models.registry")  # loaded: a caller may have registered its own nets
         if registry is None or registry.list_models() == [r["name"] for r in cached["rows"]]:
             pat = pattern.lower()  # as registry.list_models matches
             return [r for r in cached["rows"] if fnmatch.fnmatch(r["name"], pat)]
@@ -49,8 +49,8 @@ def build_rows(pattern: str = "*") -> list[dict]:
     """One dict per model, with its receptive field and jump at the default input size (traced by
     ``cnnzoo.analysis``, cached on disk; None if the tracer cannot follow it). Imports torch."""
     from ..analysis.cache import registered_rf
-    from ..hub import weights_row
-    from ..registry import list_models, model_info
+    from ..models.hub import weights_row
+    from ..models.registry import list_models, model_info
 
     names = list_models(pattern)
     rf = registered_rf(names)

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from .. import fmt
-from ..ranges import POSITIVE_INT
+from ..utils import fmt
+from ..utils.ranges import POSITIVE_INT
 
 ORDER = 50
 
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference import predict
+    from ..deploy.inference import predict
 
     if args.csv is not None:  # checked before any image is classified
         from ..utils.files import check_output_path

@@ -1,4 +1,4 @@
-"""The in-memory image set every loader returns (where data sets and caches live: :mod:`cnnzoo.paths`)."""
+"""The in-memory image set every loader returns (where data sets and caches live: :mod:`cnnzoo.utils.paths`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-from ..paths import DEFAULT_ROOT, cache_dir, data_root, downloads_allowed
+from ..utils.paths import DEFAULT_ROOT, cache_dir, data_root, downloads_allowed
 from .arrays import take_rows
 
 __all__ = ["DEFAULT_ROOT", "ImageSet", "cache_dir", "data_root", "downloads_allowed"]

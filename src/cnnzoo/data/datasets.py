@@ -411,7 +411,7 @@ def _download_archive(url: str, md5: str, root: Path, what: str) -> None:
         for entry in part.iterdir():
             os.replace(entry, root / entry.name)
     except (tarfile.TarError, OSError) as e:
-        from ..oserr import os_error_line
+        from ..utils.oserr import os_error_line
 
         why = os_error_line(e) if isinstance(e, OSError) else str(e)
         raise CnnzooError(f"could not extract {archive.name} into {root} ({why}): free space there, or extract "

@@ -280,7 +280,7 @@ def _decode_cached(root: Path, items: list[tuple[Path, int]], other: list[Path],
 
 def _check_disk(where: Path, need: int, n: int, size: int, cache: bool) -> None:
     """Refuse to decode when the folder's decoded images (at most ``need`` bytes) cannot fit on the disk."""
-    from ..fmt import human
+    from ..utils.fmt import human
 
     free = shutil.disk_usage(where).free
     if need > free:

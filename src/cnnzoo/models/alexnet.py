@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ..layers import Backbone, LocalResponseNorm
-from ..registry import register_model
+from .layers import Backbone, LocalResponseNorm
+from .registry import register_model
 
 __all__ = ["AlexNet", "AlexNetCifar", "ConvRow", "ALEXNET", "ALEXNET_2012", "paper_lrn"]
 

@@ -23,8 +23,8 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from ..layers import Backbone, Conv2dNormActivation, InvertedResidual, make_divisible
-from ..registry import register_model
+from .layers import Backbone, Conv2dNormActivation, InvertedResidual, make_divisible
+from .registry import register_model
 
 __all__ = ["EfficientNet", "MBConvRow", "B0_ROWS", "SCALING"]
 

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import CnnzooError
-from ..layers import Backbone, LocalResponseNorm
-from ..registry import register_model
+from .layers import Backbone, LocalResponseNorm
+from .registry import register_model
 
 __all__ = ["GoogLeNet", "GoogLeNetOutputs", "Inception", "InceptionAux", "InceptionRow", "INCEPTION_TABLE"]
 

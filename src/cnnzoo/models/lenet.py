@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import Backbone
-from ..registry import register_model
+from .layers import Backbone
+from .registry import register_model
 
 __all__ = ["LeNet5", "LENET5", "C3_TABLE", "ScaledTanh", "Subsampling", "SparseConv2d", "CenterPad"]
 

@@ -20,8 +20,8 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from ..layers import Backbone, Conv2dNormActivation, make_divisible
-from ..registry import register_model
+from .layers import Backbone, Conv2dNormActivation, make_divisible
+from .registry import register_model
 
 __all__ = ["MobileNetV1", "DepthwiseSeparable", "V1_ROWS"]
 

@@ -16,8 +16,8 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from ..layers import Backbone, Conv2dNormActivation, make_divisible
-from ..registry import register_model
+from .layers import Backbone, Conv2dNormActivation, make_divisible
+from .registry import register_model
 
 __all__ = ["MobileNetV2", "InvertedResidualV2", "V2_ROWS", "init_mobilenet"]
 

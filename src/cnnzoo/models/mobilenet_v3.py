@@ -16,9 +16,9 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from ..layers import Backbone, Conv2dNormActivation, InvertedResidual, make_divisible
-from ..registry import register_model
+from .layers import Backbone, Conv2dNormActivation, InvertedResidual, make_divisible
 from .mobilenet_v2 import init_mobilenet
+from .registry import register_model
 
 __all__ = ["MobileNetV3", "BneckRow", "V3_LARGE", "V3_SMALL"]
 

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..layers import Backbone
-from ..registry import register_model
+from .layers import Backbone
+from .registry import register_model
 
 __all__ = ["NiN", "MlpConv", "Block", "NIN_IMAGENET", "NIN_CIFAR"]
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ..layers import Backbone, StochasticDepth
-from ..registry import register_model
+from .layers import Backbone, StochasticDepth
+from .registry import register_model
 
 
 @dataclass(frozen=True)

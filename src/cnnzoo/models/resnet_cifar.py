@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import Backbone
-from ..registry import register_model
+from .layers import Backbone
+from .registry import register_model
 from .resnet import DEPTHS, PAPER, BasicBlock, ResNet, Stage, conv1x1, conv3x3
 
 # He et al. 2016, sec. 4.2: "The numbers of filters are {16, 32, 64} respectively", on maps of

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..layers import Backbone
-from ..registry import register_model
+from .layers import Backbone
+from .registry import register_model
 
 __all__ = ["VGG", "VGGCifar", "CFGS", "make_layers"]
 

@@ -82,7 +82,7 @@ def write_checkpoint(
         _fsync_dir(tmp)
         _swap_in(tmp, final)
     except Exception as e:  # safetensors reports a full disk as SafetensorError: make it the OSError it is
-        from ..oserr import as_os_error
+        from ..utils.oserr import as_os_error
 
         os_err = None if isinstance(e, OSError) else as_os_error(e, tmp / WEIGHTS)
         if os_err is None:
@@ -214,7 +214,7 @@ def read_state(ckpt_dir: Path) -> tuple[dict, dict[str, Tensor]]:
 
 def build_model(meta: dict, where: object = "checkpoint") -> nn.Module:
     """A fresh model of the architecture a checkpoint's meta describes (``where`` names it in errors)."""
-    from ..registry import build_model as build_registered  # fresh weights: no hub, no feature tools
+    from ..models.registry import build_model as build_registered  # fresh weights: no hub, no feature tools
 
     name = meta.get("model")
     if not name:
@@ -243,7 +243,7 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, pre
         if model is None:
             raise CnnzooError(f"{p} is a plain PyTorch file without cnnzoo metadata: pass the model to load "
                               f"it into, or use a checkpoint written by `cnnzoo train`")
-        from ..pretrained import load_pretrained
+        from ..models.pretrained import load_pretrained
 
         load_pretrained(model, p)
         return model.to(device).eval(), {}

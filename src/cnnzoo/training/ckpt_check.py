@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CnnzooError
-from ..ranges import POSITIVE_INT
+from ..utils.ranges import POSITIVE_INT
 
 _FIX = "restore the file from its run folder, or correct the field in its metadata (cnnzoo.training.read_meta)"
 
@@ -77,7 +77,7 @@ def _fill_normalisation(meta: dict) -> None:
 def validate_meta(meta: dict, where: str | Path = "checkpoint") -> dict:
     """Check every field ``predict``/``eval``/``export`` use; returns ``meta`` unchanged, or raises a one-line
     :class:`CnnzooError` naming the field. ``where`` names the file in the message."""
-    from ..registry import model_info, resolve_name
+    from ..models.registry import model_info, resolve_name
 
     name = meta.get("model")
     if name not in (None, ""):

@@ -18,7 +18,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import CnnzooError
-from ..ranges import FRACTION, NONNEG_FLOAT, NONNEG_INT, POSITIVE_FLOAT, POSITIVE_INT, Range
+from ..utils.ranges import FRACTION, NONNEG_FLOAT, NONNEG_INT, POSITIVE_FLOAT, POSITIVE_INT, Range
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "linear", "step", "onecycle", "constant")
@@ -100,9 +100,9 @@ class TrainConfig:
                       "bf16 = bf16 autocast on CUDA or the CPU (fast on CPUs with bf16 matrix units, "
                       "docs/speed.md); fp16 (CUDA); off = float32", choices=AMP_MODES, no_value="off")
     channels_last: bool = option(True, "channels_last memory format where it pays on this device "
-                                 "(cnnzoo.policy)")
+                                 "(cnnzoo.speed.policy)")
     gemm_wgrad: bool = option(True, "CPU float32: weight gradients of convs on small maps as one matrix "
-                              "multiply, on CPUs where it was measured to pay (cnnzoo.policy)")
+                              "multiply, on CPUs where it was measured to pay (cnnzoo.speed.policy)")
     sync_bn: bool = option(False, "DDP on GPUs: synchronise BatchNorm statistics")
     eval_batch_size: int = option(512, "batch size of the per-epoch evaluation", range=POSITIVE_INT)
     precise_bn: int = option(0, "before each evaluation, recompute BatchNorm statistics over N training images "

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
-from ..conv_grad import small_map_grads
 from ..errors import CnnzooError
+from ..speed.conv_grad import small_map_grads
 from ..utils.files import atomic_write_text
 from . import checkpoint as ck
 from .budget import BudgetController, BudgetPlan
@@ -125,7 +125,7 @@ def _canonical_names(explicit: dict) -> dict:
 
         explicit["dataset"] = canonical_name(explicit["dataset"])
     if explicit.get("model"):
-        from ..registry import resolve_name
+        from ..models.registry import resolve_name
 
         explicit["model"] = resolve_name(explicit["model"])
     return explicit

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from ..data import ImageSet, canonical_name, load_dataset
+from ..data.batches import BatchPrep
 from ..errors import CnnzooError
-from .batches import BatchPrep
 from .checkpoint import find_checkpoint, load_checkpoint
 from .distributed import resolve_device
 from .loop import evaluate_tensors
@@ -39,7 +39,7 @@ def evaluate(
     class), ``images_per_s``. With ``out`` it also writes ``eval.json`` and ``confusion.png`` there (checked
     before any work; files there that this process did not write are replaced only with ``overwrite``).
     """
-    from ..ranges import POSITIVE_INT
+    from ..utils.ranges import POSITIVE_INT
 
     batch_size = POSITIVE_INT.check("batch_size (--batch-size)", batch_size)
     if img_size is not None:
@@ -171,7 +171,7 @@ def write_eval_outputs(result: dict, out: str | os.PathLike, *, overwrite: bool 
         js = atomic_write_text(js, json.dumps(result, indent=1), overwrite=overwrite, what="--out")
         png = plot_confusion(result["confusion"], result["classes"], png, title=title, overwrite=overwrite)
     except OSError as e:
-        from ..oserr import os_error_line
+        from ..utils.oserr import os_error_line
 
         raise CnnzooError(f"cannot write the evaluation to --out: {os_error_line(e)}") from e
     return {"json": js, "png": png}

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.batches import BatchPrep, epoch_boxes, epoch_plan
 from ..errors import CnnzooError
-from .batches import BatchPrep, epoch_boxes, epoch_plan
 from .distributed import DistContext, all_reduce_
 from .state import EpochTotals
 

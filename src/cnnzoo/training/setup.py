@@ -16,13 +16,13 @@ import torch
 from torch import Tensor, nn
 
 from ..data import ImageSet, dataset_info, load_dataset
+from ..data.batches import BatchPrep
 from ..data.images import RESIZE_POLICY
 from ..errors import CnnzooError
-from ..policy import SpeedPlan, speed_plan
+from ..speed.policy import SpeedPlan, speed_plan
 from ..utils.files import atomic_write_text
 from ..utils.memory import available_memory
 from . import checkpoint as ck
-from .batches import BatchPrep
 from .budget import BudgetController
 from .config import RunOptions, TrainConfig, warmup_steps
 from .distributed import DistContext
@@ -159,7 +159,7 @@ def choose_img_size(cfg: TrainConfig, model_name: str | None, native: int) -> in
         return int(cfg.img_size)
     if not model_name:
         return native
-    from ..registry import model_info  # deferred: the registry imports every model file
+    from ..models.registry import model_info  # deferred: the registry imports every model file
 
     info = model_info(model_name)
     size = max(native, info.min_size)
@@ -232,7 +232,7 @@ def first_conv_in_chans(sd: dict[str, Tensor], model_name: str, model_kwargs: di
     """Input channels the weights' first conv takes: found under the key of the registered net's first conv
     in module order (a safetensors file sorts its keys, so GoogLeNet's ``aux1.conv`` comes before ``conv1``);
     a file with other key names falls back to its first 4-D weight, and loading it then says what differs."""
-    from ..factory import create_model
+    from ..models.factory import create_model
     from .ckpt_check import first_conv
 
     with torch.device("meta"):
@@ -282,11 +282,11 @@ def make_model(cfg: TrainConfig, module: nn.Module | None, data: ImageSet, store
 def _registered_model(cfg: TrainConfig, data: ImageSet, stored: dict | None,
                       say: Callable[..., None]) -> tuple[nn.Module, int, list[str]]:
     """The registered net, with published weights (``--pretrained imagenet`` or a library's tag, through
-    :mod:`cnnzoo.hub`) or a weights file, and a new head; a resumed run's own weights are loaded later."""
-    from ..factory import create_model
-    from ..hub import build_kwargs, parse_pretrained
-    from ..hub import load_weights as load_published
-    from ..pretrained import read_state_dict
+    :mod:`cnnzoo.models.hub`) or a weights file, and a new head; a resumed run's own weights are loaded later."""
+    from ..models.factory import create_model
+    from ..models.hub import build_kwargs, parse_pretrained
+    from ..models.hub import load_weights as load_published
+    from ..models.pretrained import read_state_dict
 
     parsed = parse_pretrained(cfg.pretrained)
     tag = parsed is not None and parsed[0] == "tag"
@@ -312,7 +312,7 @@ def _registered_model(cfg: TrainConfig, data: ImageSet, stored: dict | None,
 def input_normalisation(cfg: TrainConfig, data: ImageSet) -> tuple[list[float], list[float]]:
     """Mean and std of the inputs: published weights' own (what they were trained with), else the training
     split's. Decided from the config alone, so a resumed run normalises as it began."""
-    from ..hub import parse_pretrained, published_weights
+    from ..models.hub import parse_pretrained, published_weights
 
     parsed = parse_pretrained(cfg.pretrained) if cfg.model else None
     if parsed is not None and parsed[0] == "tag":
@@ -465,7 +465,7 @@ def report_data(train_set: ImageSet, test_set: ImageSet, out_dir: Path, dist: Di
 
 def check_forward(net: nn.Module, prep: BatchPrep, xtr: Tensor, name: str) -> None:
     """A bad size fails here with the model's own message, before any epoch."""
-    from ..registry import model_info
+    from ..models.registry import model_info
 
     model_info(name)
     with torch.no_grad():

@@ -54,7 +54,7 @@ def check_output_path(path: str | os.PathLike, *, overwrite: bool, what: str = "
     One-line :class:`CnnzooError` when ``path`` is empty, a folder, a device, a FIFO or a socket, a symlink to
     one of those or a dangling symlink, or an existing file that ``overwrite`` does not allow replacing and this
     process did not write. ``what`` names the output in the message (e.g. ``--csv``)."""
-    from ..oserr import safe_path
+    from .oserr import safe_path
 
     if not str(path).strip():
         raise CnnzooError(f"{what} is empty: give a file name")

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CnnzooError
+from ..errors import CnnzooError
 
 FORMATS = ("onnx", "torchscript")
 MIN_OPSET = 17
@@ -56,7 +56,7 @@ class ExportResult:
 def _strip_input_checks(net: nn.Module) -> None:
     """Drop cnnzoo's input-size pre-hooks: plain Python that a tracer would freeze (TracerWarning); the
     exported graph fixes C, H and W anyway."""
-    from .registry import InputCheck
+    from ..models.registry import InputCheck
 
     for m in net.modules():
         for key, hook in list(m._forward_pre_hooks.items()):
@@ -205,7 +205,7 @@ def _check_format(format: str, opset: int) -> str:
     if fmt_ not in FORMATS:
         raise CnnzooError(f"unknown export format {format!r}: use onnx or torchscript")
     if fmt_ == "onnx":
-        from .ranges import Range
+        from ..utils.ranges import Range
 
         Range(int, lo=MIN_OPSET, hi=max_opset()).check("the ONNX opset (--opset)", opset)
     if fmt_ == "onnx" and not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
@@ -230,8 +230,8 @@ def export(
     this process did not write is replaced only with ``overwrite``. Raises :class:`CnnzooError` when the
     exported model's output differs from PyTorch's by ``tol`` or more.
     """
-    from .training import find_checkpoint, load_checkpoint
-    from .utils.files import check_output_path
+    from ..training import find_checkpoint, load_checkpoint
+    from ..utils.files import check_output_path
 
     if out is not None:  # before any work
         check_output_path(out, overwrite=overwrite, what="--out")
@@ -249,7 +249,7 @@ def export_model(model: nn.Module, meta: dict, out: str | os.PathLike, format: s
                  fuse_bn: bool = True, tol: float = 1e-4, seed: int = 0, overwrite: bool = False) -> ExportResult:
     """:func:`export` for a model in memory: ``meta`` needs ``in_chans`` and ``img_size`` (the input the
     file takes; the batch stays free) and may carry the preprocessing stored with it."""
-    from .utils.files import atomic_write, check_output_path
+    from ..utils.files import atomic_write, check_output_path
 
     fmt_ = _check_format(format, opset)
     path = check_output_path(out, overwrite=overwrite, what="--out")
@@ -284,7 +284,7 @@ def export_model(model: nn.Module, meta: dict, out: str | os.PathLike, format: s
     try:
         path = atomic_write(path, write, overwrite=overwrite, what="--out")
     except OSError as e:  # a full disk or no permission: one line naming the path and the space left
-        from .oserr import os_error_line
+        from ..utils.oserr import os_error_line
 
         raise CnnzooError(f"cannot write the exported model: {os_error_line(e)}") from e
     diff = diffs[0]

@@ -36,8 +36,8 @@ def read_json(name: str):
 
 def write_json(name: str, data) -> None:
     """Store ``data`` as ``name`` atomically (concurrent writers never leave a torn file); errors are skipped."""
-    from .errors import CnnzooError
-    from .utils.files import atomic_write_text
+    from ..errors import CnnzooError
+    from .files import atomic_write_text
 
     try:  # a name of cnnzoo's own in its own cache folder; a FIFO or folder there is skipped, not replaced
         atomic_write_text(cache_dir() / name, json.dumps(data), overwrite=True, what="cache file")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .errors import CnnzooError, InputSizeError, UnknownModelError
+from ..errors import CnnzooError, InputSizeError, UnknownModelError
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class ModelInfo:
     name: str
     family: str
     input_size: tuple[int, int, int]  # default (C, H, W)
-    min_size: int  # smallest H (= W) the net runs on; see ``cnnzoo.registry.check_input``
+    min_size: int  # smallest H (= W) the net runs on; see ``cnnzoo.models.registry.check_input``
     params: int  # reference parameter count at the defaults
     macs: int  # reference multiply-accumulates (conv + linear) at ``input_size``
     paper: str
@@ -112,7 +112,7 @@ def register_model(
 
 
 def _ensure_loaded() -> None:
-    from . import models  # noqa: F401  (importing the package registers every family)
+    from .. import models  # noqa: F401  (importing the package registers every family)
 
 
 def resolve_name(name: str) -> str:
@@ -212,7 +212,7 @@ def finish_model(model: nn.Module, info: ModelInfo, in_chans: int, num_classes: 
 
 def model_sizes(info: ModelInfo, num_classes: int | None, in_chans: int | None) -> tuple[int, int]:
     """``num_classes`` and ``in_chans`` with the model's own defaults filled in, checked."""
-    from .ranges import POSITIVE_INT
+    from ..utils.ranges import POSITIVE_INT
 
     # True is not 1 class and 10.5 is not 10: the same check as the CLI's flags
     num_classes = info.num_classes if num_classes is None else POSITIVE_INT.check("num_classes", num_classes)
@@ -267,7 +267,7 @@ def _arguments(fn: Callable[..., nn.Module]) -> dict[str, object] | None:
 
 def _check_size(info: ModelInfo, num_classes: int, in_chans: int, kwargs: dict) -> None:
     """Weigh the net on the meta device (no memory) and refuse it when its weights exceed the memory free."""
-    from .utils.memory import available_memory
+    from ..utils.memory import available_memory
 
     with torch.device("meta"):
         net = info.fn(num_classes=num_classes, in_chans=in_chans, **kwargs)

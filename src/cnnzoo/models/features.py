@@ -20,9 +20,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from . import fmt
-from .analysis import default_input_size, receptive_field
-from .errors import CnnzooError
+from ..analysis import default_input_size, receptive_field
+from ..errors import CnnzooError
+from ..utils import fmt
 
 __all__ = ["FeatureInfo", "FeatureNet", "feature_info", "take_indices"]
 
@@ -82,7 +82,7 @@ class FeatureInfo(Sequence):
 def feature_info(model: nn.Module, input_size: Sequence[int] | None = None, name: str = "") -> FeatureInfo:
     """The net's stages (see the module docstring), traced on the meta device at ``input_size`` (C, H, W;
     default the net's own). ``model`` must list its candidate modules in ``stage_modules()``, as every cnnzoo
-    net (``cnnzoo.layers.Backbone``) does."""
+    net (``cnnzoo.models.layers.Backbone``) does."""
     names = _stage_modules(model)
     size = tuple(default_input_size(model) if input_size is None else input_size)
     channels: dict[str, int] = {}
@@ -121,7 +121,7 @@ def _stage_modules(model: nn.Module) -> list[str]:
         names = None
     if not names:
         raise CnnzooError(f"{type(model).__name__} does not list its stage modules: multi-scale features need a "
-                          f"cnnzoo net (or a cnnzoo.layers.Backbone subclass with stage_modules())")
+                          f"cnnzoo net (or a cnnzoo.models.layers.Backbone subclass with stage_modules())")
     return list(names)
 
 
@@ -229,7 +229,7 @@ def _feature_chain(model: nn.Module) -> list[str]:
         names = None
     if not names:
         raise CnnzooError(f"{type(model).__name__} does not list its feature_chain(): multi-scale features need "
-                          f"a cnnzoo net (or a cnnzoo.layers.Backbone subclass with feature_chain())")
+                          f"a cnnzoo net (or a cnnzoo.models.layers.Backbone subclass with feature_chain())")
     if any(True for _ in model.parameters(recurse=False)) or any(True for _ in model.buffers(recurse=False)):
         raise CnnzooError(f"{type(model).__name__} holds tensors of its own: a features-only net takes over "
                           f"only its modules")

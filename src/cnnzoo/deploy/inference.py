@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import CnnzooError
+from ..errors import CnnzooError
 
 
 @dataclass
@@ -51,7 +51,7 @@ def collect_images(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> l
     """Files named directly (any extension; the decoder decides) and image files found under folders
     (recursively, by extension, sorted). A path that does not exist is an error. FIFOs, sockets and devices
     are kept, so the decoder reports them as "not a regular file" (without opening them) and they are skipped."""
-    from .data.images import is_image_name
+    from ..data.images import is_image_name
 
     if isinstance(inputs, str | os.PathLike):
         inputs = [inputs]
@@ -104,13 +104,13 @@ def predict(
     :class:`CnnzooError` when no image at all could be read.
 
     With ``pretrained`` (``True``/``"imagenet"``, a library's tag, or a weights file) ``checkpoint`` is a
-    model name instead: published ImageNet weights (:func:`cnnzoo.hub.pretrained_model`), their categories
+    model name instead: published ImageNet weights (:func:`cnnzoo.models.hub.pretrained_model`), their categories
     as classes and their evaluation transform (shorter side to ``resize``, centre ``crop``, mean, std).
     """
-    from .data.images import DECODE_CHUNK, iter_decoded, match_channels
-    from .ranges import POSITIVE_INT
-    from .training import load_checkpoint
-    from .training.distributed import resolve_device
+    from ..data.images import DECODE_CHUNK, iter_decoded, match_channels
+    from ..training import load_checkpoint
+    from ..training.distributed import resolve_device
+    from ..utils.ranges import POSITIVE_INT
 
     topk = POSITIVE_INT.check("topk (--topk)", topk)
     batch_size = POSITIVE_INT.check("batch_size (--batch-size)", batch_size)
@@ -118,10 +118,10 @@ def predict(
     if not files:
         raise CnnzooError("no image files found: give image files or folders holding .png/.jpg/... files")
     dev = resolve_device(device)
-    from .training.config import pretrained_value
+    from ..training.config import pretrained_value
 
     if pretrained_value(pretrained) is not None:
-        from .factory import pretrained_model
+        from ..models.factory import pretrained_model
 
         model, meta = pretrained_model(str(checkpoint), pretrained, device=dev)
     else:
@@ -175,9 +175,9 @@ def _classify(model: torch.nn.Module, arrays: np.ndarray, size: int, in_chans: i
               mean: tuple[float, ...], std: tuple[float, ...], crop: int | None, classes: list[str],
               k: int) -> tuple[list[list[float]], list[list[int]]]:
     """Top-``k`` probabilities and class indices of one batch of uint8 images, prepared as in evaluation."""
-    from .data import ImageSet
-    from .data.augment import center_crop
-    from .training.batches import BatchPrep
+    from ..data import ImageSet
+    from ..data.augment import center_crop
+    from ..data.batches import BatchPrep
 
     x = torch.from_numpy(arrays)
     if crop is not None and x.shape[-1] > crop:
@@ -195,8 +195,8 @@ def write_submission(predictions: Iterable[Prediction], path: str | os.PathLike,
                      overwrite: bool = False) -> Path:
     """``id,label`` rows sorted by id, written atomically (:func:`cnnzoo.utils.files.atomic_write`); an
     existing file this process did not write is replaced only with ``overwrite``."""
-    from .oserr import os_error_line
-    from .utils.files import atomic_write_text
+    from ..utils.files import atomic_write_text
+    from ..utils.oserr import os_error_line
 
     rows = sorted(((p.id, p.label) for p in predictions), key=lambda r: r[0])
     buf = io.StringIO(newline="")

@@ -4,7 +4,7 @@
 - channels_last memory format: always on CUDA and in CPU bf16; in CPU float32 training per net, from a table
   per CPU vector ISA (:data:`CPU_CHANNELS_LAST_TRAIN`), because oneDNN's answer differs between them;
 - torch's fused SGD/AdamW kernels (:func:`fused_optimizer_ok`);
-- small-map conv weight gradients as one GEMM (:func:`gemm_wgrad_default`, :mod:`cnnzoo.conv_grad`).
+- small-map conv weight gradients as one GEMM (:func:`gemm_wgrad_default`, :mod:`cnnzoo.speed.conv_grad`).
 
 :func:`speed_plan` applies all of them to one run. The measurements behind each choice are in
 docs/speed.md and BENCHMARKS.md.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import CnnzooError, CnnzooWarning
+from ..errors import CnnzooError, CnnzooWarning
 
 __all__ = ["CPU_CHANNELS_LAST_TRAIN", "EMULATED_BF16", "GEMM_WGRAD_ISAS", "SpeedPlan", "amp_dtype",
            "channels_last_default", "cpu_has_bf16_matmul", "cpu_isa", "fused_optimizer_ok", "gemm_wgrad_default",
@@ -88,7 +88,7 @@ def channels_last_default(name: str | None, mode: str, device: str | torch.devic
     families, names = CPU_CHANNELS_LAST_TRAIN[cpu_isa()]
     if name in names:
         return True
-    from .registry import model_info  # deferred: the registry imports every model file
+    from ..models.registry import model_info  # deferred: the registry imports every model file
 
     try:
         return model_info(name or "").family in families

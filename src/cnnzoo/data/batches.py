@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data import ImageSet
-from ..data.augment import CropFlipTable, crop_flip, normalize, random_resized_crop, sample_crop_boxes
 from ..errors import CnnzooError
+from . import ImageSet
+from .augment import CropFlipTable, crop_flip, normalize, random_resized_crop, sample_crop_boxes
 
 TABLE_MAX_BYTES = 2 << 30  # a CropFlipTable up to 2 GiB (CIFAR-10/100: 384 MB, MNIST: 107 MB)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import CnnzooError
+from ..errors import CnnzooError
 
 DEFAULT_ROOT = Path("~/.cache/cnnzoo")
 

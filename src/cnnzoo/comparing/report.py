@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import fmt
+from ..utils import fmt
 
 # scalar columns of leaderboard.csv, in order (history and paths stay in the JSON)
 ROW_FIELDS = ("rank", "model", "status", "img_size", "top1", "top5", "final_top1", "params", "macs", "rf",
@@ -44,7 +44,7 @@ def _short(v: float) -> str:
 def write_atomic(path: Path, data: str | bytes) -> Path:
     """A file of cnnzoo's own in the comparison folder (checked by ``compare`` before it started), written with
     the one atomic writer."""
-    from .utils.files import atomic_write_bytes
+    from ..utils.files import atomic_write_bytes
 
     return atomic_write_bytes(path, data if isinstance(data, bytes) else data.encode("utf-8"), overwrite=True)
 

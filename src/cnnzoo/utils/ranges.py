@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import CnnzooError
+from ..errors import CnnzooError
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
-from .layers import conv2d_out_hw
+from ..models.layers import conv2d_out_hw
 
 __all__ = ["fuse", "find_conv_bn_pairs", "fuse_activations", "ConvPointwise2d"]
 

@@ -16,7 +16,7 @@ duration of a training run and back (same parameters, state-dict keys and hooks)
 The rule (:func:`gemm_weight_grad`): kernels larger than 1x1 with ``H_out * W_out * 32 <= C_in`` and
 ``C_in >= 64`` (1x1 maps from 64 input channels, 2x2 from 128, 4x4 from 512, 7x7 from 1568); 1x1
 convolutions stay oneDNN's. On which CPUs training uses it by default is device policy:
-:func:`cnnzoo.policy.gemm_wgrad_default`.
+:func:`cnnzoo.speed.policy.gemm_wgrad_default`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .layers import conv2d_out_hw
+from ..models.layers import conv2d_out_hw
 
 __all__ = ["SmallMapConv2d", "count_gemm_convs", "gemm_weight_grad", "small_map_grads", "to_small_map_grads"]
 

@@ -1,7 +1,7 @@
 """Load weights that are already on disk: torchvision, timm or cnnzoo checkpoints.
 
 Nothing is downloaded here (the published ImageNet weights, ``create_model(name, pretrained=True)``, are
-fetched by :mod:`cnnzoo.hub` and loaded through :func:`load_state_dict_into`). ``.safetensors`` files
+fetched by :mod:`cnnzoo.models.hub` and loaded through :func:`load_state_dict_into`). ``.safetensors`` files
 are read with safetensors; ``.pth``/``.pt``/``.bin`` files with ``torch.load(weights_only=True)``, which
 refuses pickles that would run code. Keys from another
 library are mapped by the model's ``convert_state_dict`` (defined by families whose names differ from
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .errors import CnnzooError
+from ..errors import CnnzooError
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "ema", "state_dict_ema")
 

@@ -11,7 +11,7 @@ libraries that publish them, through their own loaders; cnnzoo holds no URL of i
   by Hugging Face (``$HF_HOME/hub``). timm is an optional extra; without it those nets say so in one line.
 
 The state_dict then goes through the model's ``convert_state_dict`` like any checkpoint file
-(:func:`cnnzoo.pretrained.load_state_dict_into`). Every failure a user can meet (offline, no network,
+(:func:`cnnzoo.models.pretrained.load_state_dict_into`). Every failure a user can meet (offline, no network,
 hash mismatch, truncated download, unwritable cache, no published weights, unknown tag) is one
 :class:`~cnnzoo.errors.CnnzooError` line. Nothing half-written reaches a cache: torch hub downloads to a
 ``.partial`` file that is renamed only after the hash matched (and removed otherwise), Hugging Face to an
@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .errors import CnnzooError
+from ..errors import CnnzooError
 from .registry import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (re-exported; files without published cfg)
 
 IMAGENET = "imagenet"  # the tag for each library's default ImageNet-1k weights
@@ -147,7 +147,7 @@ def parse_pretrained(pretrained: bool | str | os.PathLike | None) -> tuple[str, 
     ``True``, ``"imagenet"`` and ``"true"`` are the default published weights; a string that names an
     existing file, contains a path separator or ends in a weights suffix is a file; any other string a
     library's own tag (checked by :func:`published_weights`)."""
-    from .training.config import pretrained_value
+    from ..training.config import pretrained_value
 
     if pretrained is True:
         return "tag", IMAGENET
@@ -163,7 +163,7 @@ def parse_pretrained(pretrained: bool | str | os.PathLike | None) -> tuple[str, 
         return "tag", IMAGENET
     p = Path(s).expanduser()
     if p.is_dir():  # a run folder or its best/ or last/, as predict, eval and export take them
-        from .training.checkpoint import WEIGHTS, find_checkpoint
+        from ..training.checkpoint import WEIGHTS, find_checkpoint
 
         return "path", str(find_checkpoint(p) / WEIGHTS)
     if p.exists() or "/" in s or os.sep in s or p.suffix.lower() in (".pth", ".pt", ".bin", ".safetensors"):
@@ -187,7 +187,7 @@ def load_weights(model: nn.Module, name: str, pretrained: bool | str | os.PathLi
                  progress: bool = True) -> dict[str, Any]:
     """Load ``pretrained`` (a tag or a file, as :func:`parse_pretrained`) into ``model`` built as ``name``.
 
-    Returns :func:`~cnnzoo.pretrained.load_state_dict_into`'s report plus ``"weights"``: the
+    Returns :func:`~cnnzoo.models.pretrained.load_state_dict_into`'s report plus ``"weights"``: the
     :class:`PublishedWeights` (``None`` for a file). A classifier of another class count is left fresh
     (fine-tuning). Published weights are also attached (:func:`attach_weights`).
     """
@@ -272,8 +272,8 @@ def imagenet_dataset(meta: dict[str, Any], dataset: str, split: str = "test",
     shorter side to ``resize``, centre ``crop``, labels as indices into the weights' categories. Its class
     folders must be ImageNet categories (``tabby``, ``golden_retriever``), WordNet ids (``n02123045``,
     with timm installed) or class indices (``281``)."""
-    from .data import ImageSet, load_dataset
-    from .data.augment import center_crop
+    from ..data import ImageSet, load_dataset
+    from ..data.augment import center_crop
 
     data = load_dataset(dataset, split, data_dir, img_size=int(meta["data_img_size"]))
     crop = int(meta["img_size"])
@@ -338,7 +338,7 @@ def _torchvision_weights(name: str, builder: str, tag: str) -> PublishedWeights:
 def _fetch_torch_hub(pw: PublishedWeights, progress: bool) -> dict[str, Tensor]:
     import torch.hub
 
-    from .paths import downloads_allowed
+    from ..utils.paths import downloads_allowed
 
     folder, path = pw.cache_dir, pw.cache_path
     put = f"put {pw.file_name} (from {pw.url}) in {folder}/"
@@ -476,7 +476,7 @@ def _fetch_timm(pw: PublishedWeights, progress: bool) -> tuple[dict[str, Tensor]
     timm = _need_timm(pw.name)
     from safetensors import SafetensorError
 
-    from .paths import downloads_allowed
+    from ..utils.paths import downloads_allowed
 
     repo, folder = _hf_repo(pw), _hf_cache_dir()
     where = (f"on a machine with network run `hf download {repo}` and copy {pw.cache_path.name}/ into "

@@ -1,5 +1,5 @@
 """``create_model``: a registered net built with everything it can be asked for: published or given weights
-(:mod:`cnnzoo.hub`), multi-scale features (:mod:`cnnzoo.features`), the input check (:mod:`cnnzoo.registry`).
+(:mod:`.hub`), multi-scale features (:mod:`.features`), the input check (:mod:`.registry`).
 
 It sits above the registry, the hub and the feature tools, so none of them needs to import it back.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from .errors import CnnzooError
+from ..errors import CnnzooError
 from .features import FeatureNet
 from .hub import (
     IMAGENET_MEAN,
@@ -41,11 +41,11 @@ def create_model(
 
     ``pretrained=True`` (or ``"imagenet"``, or a library's tag such as ``"IMAGENET1K_V1"``) loads the
     ImageNet weights torchvision or timm publish for the net (downloaded once into torch hub's or Hugging
-    Face's cache; see :mod:`cnnzoo.hub`), ``pretrained=PATH`` a weights file. With another
+    Face's cache; see :mod:`cnnzoo.models.hub`), ``pretrained=PATH`` a weights file. With another
     ``num_classes`` the classifier stays fresh (fine-tuning). The weights' preprocessing is then in
     ``model.pretrained_cfg`` (timm's keys; ``default_cfg`` is the same dict) and ``model.pretrained_weights``.
 
-    ``features_only=True`` returns a :class:`cnnzoo.features.FeatureNet` instead: its forward gives the
+    ``features_only=True`` returns a :class:`cnnzoo.models.features.FeatureNet` instead: its forward gives the
     feature maps at the end of the stages ``out_indices`` (default all; see ``feature_info``), as timm's.
     """
     info = model_info(name)

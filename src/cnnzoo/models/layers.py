@@ -16,7 +16,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import CnnzooError
+from ..errors import CnnzooError
 
 
 def conv2d_out_hw(conv: nn.Conv2d, h: int, w: int) -> tuple[int, int]:
@@ -259,7 +259,7 @@ class Backbone(nn.Module):
     last layer), then the final layer at the dotted path ``classifier_name``. ``forward_head(x,
     pre_logits=True)`` stops before that final layer; ``reset_classifier(n)`` swaps it for a fresh ``n``-way
     one (``n=0``: an identity, so the net returns its pre-logits features). ``stage_modules`` lists, in
-    forward order, the modules whose outputs may serve as multi-scale features (``cnnzoo.features`` keeps
+    forward order, the modules whose outputs may serve as multi-scale features (``cnnzoo.models.features`` keeps
     the last one at each stride).
     """
 
@@ -329,7 +329,7 @@ class Backbone(nn.Module):
 
     def feature_chain(self) -> list[str]:
         """The top-level modules that ``forward_features`` runs one after the other, in order; a features-only
-        net (``cnnzoo.features.FeatureNet``) takes them over and runs them itself. Default: ``features``."""
+        net (``cnnzoo.models.features.FeatureNet``) takes them over and runs them itself. Default: ``features``."""
         if not isinstance(getattr(self, "features", None), nn.Sequential):
             raise NotImplementedError(f"{type(self).__name__} must list its feature chain")
         return ["features"]

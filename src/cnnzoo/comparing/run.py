@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from . import compare_report as report
-from .errors import CnnzooError
-from .factory import create_model
-from .registry import list_models, model_info, resolve_name
-from .training.config import ALL_SMALL, PRESET_NAMES, PRESETS, CompareOptions, TrainConfig, demo_for, resolve
-from .training.rundir import LOCK_NAME, RunLock, check_out_arg, ensure_writable
+from ..errors import CnnzooError
+from ..models.factory import create_model
+from ..models.registry import list_models, model_info, resolve_name
+from ..training.config import ALL_SMALL, PRESET_NAMES, PRESETS, CompareOptions, TrainConfig, demo_for, resolve
+from ..training.rundir import LOCK_NAME, RunLock, check_out_arg, ensure_writable
+from . import report
 
 _ROW_FILE = "compare_row.json"
 COMPARE_MARKER = ".cnnzoo-compare.json"  # written into every comparison folder: what makes it cnnzoo's
@@ -109,7 +109,7 @@ def _one_line(e: BaseException) -> str:
 
 def _static_facts(name: str, num_classes: int, in_chans: int, size: int) -> dict:
     """Params, MACs and receptive field at the size trained (computed on the meta device: no arithmetic)."""
-    from .analysis import count_macs, receptive_field  # deferred: the tracer is only needed here
+    from ..analysis import count_macs, receptive_field  # deferred: the tracer is only needed here
 
     facts: dict = {"params": None, "macs": None, "rf": None}
     try:
@@ -133,7 +133,7 @@ def inference_speed(model: torch.nn.Module, x: torch.Tensor, min_time_s: float =
                     max_reps: int = 20) -> float:
     """Images/s of ``model`` (eval, BatchNorm folded, on the CPU activations fused into the convs, inference
     mode) on the batch ``x``: median of runs."""
-    from .fusion import fuse, fuse_activations
+    from ..deploy.fusion import fuse, fuse_activations
 
     net = fuse(model).to(x.device)
     if x.device.type == "cpu":
@@ -155,8 +155,8 @@ def inference_speed(model: torch.nn.Module, x: torch.Tensor, min_time_s: float =
 
 def _eval_batch(meta: dict, dataset: str, data_dir, device: torch.device, n: int = 64) -> torch.Tensor:
     """``n`` held-out images prepared as in training (size, normalisation), for the inference timing."""
-    from .data import load_dataset
-    from .training.batches import BatchPrep
+    from ..data import load_dataset
+    from ..data.batches import BatchPrep
 
     size = int(meta["img_size"])
     data = load_dataset(dataset, "test", data_dir, img_size=size if dataset.startswith("folder:") else None)
@@ -197,7 +197,7 @@ class CompareJob:
 def _run_one(name: str, size: int, note: str, job: CompareJob, fresh: bool = False) -> dict:
     """Train, evaluate and measure one model; returns its leaderboard row (failures become a row too).
     ``fresh``: start it again even under ``--resume`` (its finished run lost its checkpoint)."""
-    from .training import evaluate, load_checkpoint, train  # deferred: training imports the data sets
+    from ..training import evaluate, load_checkpoint, train  # deferred: training imports the data sets
 
     mdir = job.out / "models" / name
     row = _empty_row(name, size, note, mdir)
@@ -252,7 +252,7 @@ def _finished_row(name: str, job: CompareJob) -> dict | None:
     """The stored row of a model that already finished with the same settings (for ``--resume``), its paths
     pointing into this folder (a copied folder's rows named the original's files); ``None`` when its checkpoint
     is gone, so that model is trained again."""
-    from .training.checkpoint import find_checkpoint
+    from ..training.checkpoint import find_checkpoint
 
     mdir = job.out / "models" / name
     try:
@@ -275,7 +275,7 @@ def _finished_row(name: str, job: CompareJob) -> dict | None:
 def _check_out(out: Path, dataset: str, resume: bool) -> None:
     """Refuse to mix comparisons, and a folder holding files cnnzoo did not write (no marker, no leaderboard);
     prove the folder is writable and mark it as a comparison's before any training starts."""
-    from .utils.files import atomic_write_text
+    from ..utils.files import atomic_write_text
 
     board = out / "leaderboard.json"
     others = sorted(p.name for p in out.iterdir() if p.name not in (LOCK_NAME, COMPARE_MARKER)) \
@@ -309,7 +309,7 @@ def _lost_checkpoint(mdir: Path) -> bool:
 def _check_same_recipe(out: Path, job: CompareJob) -> None:
     """``--resume`` continues the stored comparison's recipe: a changed flag is refused in one line (it used
     to retrain nothing and relabel the leaderboard with the new value)."""
-    from .training.setup import recipe_changes
+    from ..training.setup import recipe_changes
 
     try:
         old = json.loads((out / "leaderboard.json").read_text())["rows"]
@@ -374,7 +374,7 @@ def _kv(d: dict) -> str:
 
 def _compare_options(cfg: TrainConfig | None, options: dict) -> tuple[_Recipe, CompareOptions]:
     """The recipe (the train options over the demo layer over the data set's recipe) and compare's options."""
-    from .data import canonical_name  # deferred: the data package imports the data set readers
+    from ..data import canonical_name  # deferred: the data package imports the data set readers
 
     cmp_names = {f.name for f in fields(CompareOptions)}
     explicit = {**(cfg.to_dict() if cfg is not None else {}), **{k: v for k, v in options.items()
@@ -397,8 +397,8 @@ def _compare_options(cfg: TrainConfig | None, options: dict) -> tuple[_Recipe, C
 def _setup(names: list[str], preset: str | None, recipe: _Recipe, opts: CompareOptions,
            out: Path) -> tuple[CompareJob, dict]:
     """The shared :class:`CompareJob` and the ``info`` block of the leaderboard."""
-    from .data import load_dataset
-    from .training.distributed import resolve_device
+    from ..data import load_dataset
+    from ..training.distributed import resolve_device
 
     cfg = recipe.cfg
     folder_size = cfg.img_size if cfg.dataset.startswith("folder:") else None

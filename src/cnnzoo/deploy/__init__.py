@@ -1,0 +1,1 @@
+"""Using a trained net: predict, export (ONNX, TorchScript trace), BatchNorm folding."""
