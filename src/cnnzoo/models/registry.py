@@ -259,7 +259,13 @@ def _arguments(fn: Callable[..., nn.Module]) -> dict[str, object] | None:
             return None
         if not isinstance(cls, type):
             return None
-        params.update(inspect.signature(cls.__init__).parameters)
+        for klass in cls.__mro__:  # a subclass that passes **kwargs on takes its base class's arguments too
+            if "__init__" not in vars(klass) or klass is nn.Module:
+                continue
+            own = inspect.signature(klass.__init__).parameters
+            params.update({k: p for k, p in own.items() if k not in params})
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in own.values()):
+                break
     empty = inspect.Parameter.empty
     return {k: p.default for k, p in params.items() if k not in ("self", "num_classes", "in_chans")
             and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.default is not empty}

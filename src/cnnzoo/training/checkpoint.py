@@ -223,7 +223,9 @@ def build_model(meta: dict, where: object = "checkpoint") -> nn.Module:
     try:
         return build_registered(name, num_classes=int(meta["num_classes"]), in_chans=int(meta["in_chans"]),
                                 **(meta.get("model_kwargs") or {}))
-    except TypeError as e:  # model_kwargs the constructor does not take
+    except (TypeError, CnnzooError) as e:  # model_kwargs the constructor does not take (or wrong values)
+        if isinstance(e, CnnzooError) and "takes no argument" not in str(e):
+            raise
         from .ckpt_check import build_error
 
         raise build_error(meta, where, e) from e

@@ -136,9 +136,9 @@ def validate_meta(meta: dict, where: str | Path = "checkpoint") -> dict:
     return meta
 
 
-def build_error(meta: dict, where: object, e: TypeError) -> CnnzooError:
-    """The one line for a ``TypeError`` from the model's constructor: an argument in ``model_kwargs`` it does
-    not take (or a value of the wrong kind)."""
+def build_error(meta: dict, where: object, e: Exception) -> CnnzooError:
+    """The one line for the model's constructor refusing the checkpoint's ``model_kwargs``: an argument it does
+    not take, or a value of the wrong kind."""
     kwargs = meta.get("model_kwargs") or {}
     return _bad(where, "model_kwargs", f"{_short(kwargs, 80)} does not fit {meta.get('model')} ({e})",
                 "remove the arguments the model does not take (see its constructor), or restore the file")
