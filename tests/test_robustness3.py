@@ -317,6 +317,10 @@ def test_a_nan_loss_names_a_checkpoint_only_when_there_is_one(tmp_path):
     ck.write_checkpoint(tmp_path, "last", cnnzoo.create_model("lenet5").state_dict(), META)
     with pytest.raises(NonFiniteLossError, match=f"the last good checkpoint is {tmp_path / 'last'}: lower --lr"):
         check_finite(torch.tensor(12), tmp_path, 1, 1e30)
+    ck.write_checkpoint(tmp_path, "last", _nan_sd(cnnzoo.create_model("lenet5").state_dict()), META)
+    with pytest.raises(NonFiniteLossError, match="holds NaN/inf weights too") as e:  # saved after diverging
+        check_finite(torch.tensor(12), tmp_path, 1, 1e30)
+    assert "last good" not in str(e.value)
 
 
 # ------------------------------------------------------------------------- 5. arguments and resources

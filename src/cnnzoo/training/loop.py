@@ -242,10 +242,15 @@ def check_finite(bad_step: Tensor, out_dir: Path, epoch: int, lr: float) -> None
     s = int(bad_step.item())
     if s < 0:
         return
-    from .checkpoint import find_resume
+    from .checkpoint import find_resume, read_weights
 
     kept = find_resume(out_dir)
-    saved = f"the last good checkpoint is {kept}" if kept is not None else "no checkpoint was saved before it"
+    if kept is None:
+        saved = "no checkpoint was saved before it"
+    elif all(bool(torch.isfinite(v).all()) for v in read_weights(kept).values() if v.is_floating_point()):
+        saved = f"the last good checkpoint is {kept}"
+    else:  # saved after the weights had already diverged
+        saved = f"the last checkpoint, {kept}, holds NaN/inf weights too (start again rather than --resume)"
     # steps count from 1: the first loss comes before any update, so the lr is not to blame for it
     cause = ("the starting weights (--pretrained?) or the data are not finite" if s == 1
              else f"lower --lr (now {lr:g}) or check the data")
