@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
+
+from helpers import write_ckpt
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CNNZOO_DATA", ROOT.parent / "shared" / "data")).resolve()
@@ -23,3 +26,17 @@ def data_dir() -> Path:
     if not DATA.is_dir():
         pytest.fail(f"real data sets not found at {DATA}; set CNNZOO_DATA to a copy of shared/data")
     return DATA
+
+
+@pytest.fixture(scope="module")
+def png(tmp_path_factory) -> Path:
+    """A 28x28 grey PNG for predict to classify."""
+    p = tmp_path_factory.mktemp("img") / "seven.png"
+    Image.new("L", (28, 28), 90).save(p)
+    return p
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A LeNet-5 checkpoint with :data:`helpers.META`, written without training."""
+    return write_ckpt(tmp_path_factory.mktemp("ck") / "run")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cnnzoo.cli import main
+from helpers import cli, one_line
 
 
 @pytest.fixture
@@ -67,3 +68,26 @@ def test_a_read_only_data_root_is_never_written(tmp_path: Path, monkeypatch: pyt
         assert cache_dir(shared) == DEFAULT_ROOT.expanduser() / "decoded"
     finally:
         shared.chmod(0o755)
+
+
+def test_cache_clear_removes_only_what_cnnzoo_wrote_or_fetched(tmp_path, monkeypatch, capsys):
+    """Class 2: with every cache pointed at folders holding a user's and other libraries' files, --clear all
+    removes cnnzoo's decode entries, listing caches and the zoo nets' published weights, and nothing else."""
+    user = tmp_path / "mine"
+    monkeypatch.setenv("CNNZOO_CACHE", str(user))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    hub_dir, hf = tmp_path / "torch" / "hub" / "checkpoints", tmp_path / "hf"
+    ours = [user / "pets-train-224-0123456789abcdef0123.npy", user / "pets-train-224-0123456789abcdef0123.json",
+            user / "list-v1.json", user / "rf-v1.json", hub_dir / "resnet18-f37072fd.pth",
+            hf / "models--timm--resnet18d.ra2_in1k" / "refs" / "main"]
+    theirs = [user / "notes.txt", user / "settings.json", hub_dir / "my_finetune.pth",
+              hf / "models--someorg--llm" / "refs" / "main", hf / "models--timm--vit_base_patch16_224.x" / "a"]
+    for p in ours + theirs:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x")
+    assert cli(["cache", "--clear", "all"]) == 0
+    assert [p for p in ours if p.exists()] == []
+    assert all(p.is_file() for p in theirs) and user.is_dir() and hub_dir.is_dir()
+    capsys.readouterr()
+    one_line(capsys, cli(["cache", "--data-dir", str(tmp_path / "nonexistent")]), "is not a folder")

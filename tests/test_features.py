@@ -1,4 +1,4 @@
-"""Every net as a backbone, with timm's habits (issue 21).
+"""Every net as a backbone, with timm's habits.
 
 - ``forward_features`` / ``forward_head`` / ``num_features`` / ``get_classifier`` / ``reset_classifier`` on all
   registered nets, and equal to timm's where timm has the net (weights loaded from timm, same numbers);

@@ -1,7 +1,7 @@
-"""Issue 7, requirement 6: hypothesis fuzz of the CLI and of the file readers.
+"""Hypothesis fuzz of the CLI and of the file readers.
 
-The only allowed outcomes of ``cnnzoo ARGS`` are success (0), argparse's error (``SystemExit(2)``, one line
-since issue 19; 0 for ``--help``) or a :class:`CnnzooError` turned into one line and exit status 2. Any other
+The only allowed outcomes of ``cnnzoo ARGS`` are success (0), argparse's error (``SystemExit(2)``, one line;
+0 for ``--help``) or a :class:`CnnzooError` turned into one line and exit status 2. Any other
 exception escaping ``main`` is a bug. Commands that would train get a budget of one step on a 32-image subset (the
 last ``--max-steps``/``--train-subset`` on the line wins in argparse), so an example costs well under a second.
 Byte-level fuzz of the IDX parser and the image decoder is in ``test_data.py``/``test_data_folder.py``; here the

@@ -1,4 +1,4 @@
-"""No import cycle anywhere in ``src/cnnzoo``, counting imports inside functions too (issue 18 item 3).
+"""No import cycle anywhere in ``src/cnnzoo``, counting imports inside functions too.
 
 A cycle hidden behind a function-level import still couples the two modules both ways; the graph is read
 with ``ast`` (nothing is imported), so the test is fast and torch-free. Also: the option declarations and the

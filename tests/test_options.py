@@ -1,4 +1,4 @@
-"""One declaration per training option (issue 18 item 1): train's and compare's flags, help texts, checks
+"""One declaration per training option: train's and compare's flags, help texts, checks
 and the recipe merge all come from ``cnnzoo.training.config``. Torch-free and fast."""
 
 from __future__ import annotations

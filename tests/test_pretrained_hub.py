@@ -354,3 +354,22 @@ def test_pretrained_path_goes_through_load_pretrained(tmp_path):
         ("tag", "imagenet"), ("tag", "imagenet"), ("tag", "IMAGENET1K_V1"), None, None]
     assert hub.build_kwargs("googlenet", True) == {"transform_input": True}  # as torchvision's builder
     assert hub.build_kwargs("googlenet", tmp_path / "w.pth") == {} and hub.build_kwargs("resnet18", True) == {}
+
+
+def test_truncated_or_empty_timm_safetensors_is_one_line(tmp_path, monkeypatch):
+    pytest.importorskip("timm")
+    from cnnzoo.models import hub
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("CNNZOO_OFFLINE", "1")
+    repo = tmp_path / "hf" / "models--timm--resnet18d.ra2_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    snap = repo / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    for data in (b"", b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":"):
+        (snap / "model.safetensors").write_bytes(data)
+        with pytest.raises(CnnzooError, match="unreadable") as e:
+            cnnzoo.create_model("resnet18d", pretrained=True)
+        assert "\n" not in str(e.value) and f"delete {snap / 'model.safetensors'}" in str(e.value)
+    assert hub.published_weights("resnet18d").cache_path == repo

@@ -1,4 +1,4 @@
-"""Issue 19 section 1: a run folder belongs to one run (``cnnzoo.training.rundir``), tested on its own."""
+"""A run folder belongs to one run (``cnnzoo.training.rundir``), tested on its own."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""``train --pretrained imagenet``: published weights through the hub path (a pre-filled torch hub cache,
-no network), a new head, and the weights' own normalisation stored in the checkpoint."""
+"""``train --pretrained``: published weights through the hub path (a pre-filled torch hub cache, no network),
+a new head, and the weights' own normalisation stored in the checkpoint; cached files hash- and finite-checked
+before use, ``none`` meaning no weights everywhere, and a run folder taken as predict takes it."""
 
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ import torch
 import torchvision
 from torchvision.models import get_model_weights
 
+import cnnzoo
 from cnnzoo.cli import main
 from cnnzoo.models.hub import published_weights
+from cnnzoo.training import checkpoint as ck
 from cnnzoo.training import train
 from cnnzoo.training.checkpoint import read_meta, read_weights
+from helpers import cli, one_line
+from helpers import nan_weights as _nan_sd
 
 
 @pytest.fixture
@@ -107,3 +112,97 @@ def test_weights_file_in_chans_come_from_the_first_conv_not_the_first_key(tmp_pa
     assert r.steps == 1 and read_meta(tmp_path / "run" / "last")["in_chans"] == 3
     w = read_weights(tmp_path / "run" / "last")
     assert w["conv1.conv.weight"].shape == (64, 3, 7, 7) and w["fc.weight"].shape == (10, 1024)
+
+
+@pytest.mark.parametrize("word", ["none", "false", "0", "None", " FALSE "])
+def test_pretrained_none_means_no_weights_everywhere(word):
+    """Class 4: every "does this run start from weights?" reads --pretrained the same way: the whole net
+    learns at --lr (not x 0.1), a folder keeps its from-scratch recipe."""
+    from cnnzoo.models.hub import parse_pretrained
+    from cnnzoo.training.config import recipe_for, resolve
+    from cnnzoo.training.setup import param_groups
+
+    cfg = resolve({"model": "lenet5", "dataset": "digits", "pretrained": word})
+    assert cfg.pretrained is None and parse_pretrained(word) is None
+    groups = param_groups(cnnzoo.create_model("lenet5"), cfg, head=set())
+    assert {g["lr"] for g in groups} == {cfg.lr} and all(g["name"].startswith("head") for g in groups)
+    folder = resolve({"model": "lenet5", "dataset": "folder:/x", "pretrained": word})
+    assert folder.lr == recipe_for("folder:/x")["lr"] != recipe_for("folder:/x", pretrained=True)["lr"]
+
+
+def _tv_cache(monkeypatch, tmp_path, sd: dict, name: str | None = None) -> Path:
+    """``sd`` saved in a torch hub cache as resnet18's published file (``name``: the file name it is saved
+    under, default the one its own hash gives), the weights enum's URL pointed at that name."""
+    import hashlib
+    import io
+
+    from torchvision.models import get_model_weights
+
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    name = name or f"resnet18-{hashlib.sha256(buf.getvalue()).hexdigest()[:8]}.pth"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("CNNZOO_OFFLINE", "1")
+    monkeypatch.setattr(get_model_weights("resnet18").DEFAULT.value, "url", f"http://127.0.0.1:9/{name}")
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / name).write_bytes(buf.getvalue())
+    return folder / name
+
+
+def _resnet18_sd(arch: str = "resnet18") -> dict:
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.get_model(arch).state_dict()
+
+
+CACHED = [  # (name, cached file maker, words)
+    ("random weights under the published name",
+     lambda mp, tmp: _tv_cache(mp, tmp, _resnet18_sd(), "resnet18-f37072fd.pth"), "do not match their SHA-256"),
+    ("resnet34 weights under resnet18's name",
+     lambda mp, tmp: _tv_cache(mp, tmp, _resnet18_sd("resnet34"), "resnet18-f37072fd.pth"),
+     "do not match their SHA-256 f37072fd"),
+    ("NaN weights whose hash matches their name", lambda mp, tmp: _tv_cache(mp, tmp, _nan_sd(_resnet18_sd())),
+     "hold NaN or inf values"),
+]
+
+
+@pytest.mark.parametrize("name,make,words", CACHED, ids=[c[0] for c in CACHED])
+def test_cached_weights_are_verified_before_use(tmp_path, monkeypatch, capsys, name, make, words):
+    """Class 4: a cached file is hash-checked (torchvision's names carry the SHA-256's first hex digits) and
+    finite-checked before use; the one line says which file to delete."""
+    path = make(monkeypatch, tmp_path)
+    rc = cli(["train", "--model", "resnet18", "--dataset", "digits", "--pretrained", "imagenet", "--epochs", "1",
+              "--out", str(tmp_path / "r"), "--no-progress"])
+    err = one_line(capsys, rc, words)
+    assert f"delete {path}" in err and path.is_file()
+
+
+def test_pretrained_run_folder_is_taken_as_predict_takes_it(tmp_path, run_dir):
+    """Class 4: ``--pretrained RUN_DIR`` and ``RUN_DIR/best`` start from that run's weights."""
+    from cnnzoo.models.hub import parse_pretrained
+    from cnnzoo.models.pretrained import read_state_dict
+
+    want = ck.read_weights(run_dir / "best")
+    for p in (run_dir, run_dir / "best"):
+        kind, path = parse_pretrained(str(p))
+        sd = read_state_dict(path)
+        assert kind == "path" and all(torch.equal(sd[k], v) for k, v in want.items())
+    r = cnnzoo.train("lenet5", "digits", pretrained=str(run_dir), epochs=1, max_steps=1, train_subset=32,
+                     batch_size=32, out=tmp_path / "ft", progress=False, verbose=False)
+    assert r.steps == 1
+
+
+def test_freeze_backbone_without_weights_and_nan_weights_are_one_line(tmp_path, capsys):
+    rc = cli(["train", "--model", "lenet5", "--dataset", "digits", "--freeze-backbone", "--pretrained", "none",
+              "--out", str(tmp_path / "r")])
+    one_line(capsys, rc, "--freeze-backbone needs --pretrained")
+    nan = tmp_path / "nan.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(_nan_sd(cnnzoo.create_model("lenet5").state_dict()), str(nan))
+    rc = cli(["train", "--model", "lenet5", "--dataset", "digits", "--pretrained", str(nan), "--epochs", "1",
+              "--out", str(tmp_path / "r2"), "--no-progress"])
+    one_line(capsys, rc, "holds NaN or inf weights")
+    assert not (tmp_path / "r2" / "last").exists()

@@ -13,7 +13,7 @@ import importlib.util
 
 from .errors import CnnzooError, InputSizeError, UnknownModelError
 
-TYPE_CHECKING = False  # (not typing's: importing typing costs the CLI's start 10-20 ms)
+TYPE_CHECKING = False  # (not typing's: importing typing slows the CLI's start)
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these come from __getattr__
     from .models.factory import create_model
     from .models.registry import ModelInfo, list_models, model_info, register_model

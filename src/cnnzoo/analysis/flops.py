@@ -32,7 +32,7 @@ class _MacCounter(TorchDispatchMode):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        # imported here: torch.utils.flop_counter imports triton where installed (0.4 s), which `rf` and
+        # imported here: torch.utils.flop_counter imports triton where installed (slow), which `rf` and
         # `list` do not need
         from torch.utils.flop_counter import flop_registry
 

@@ -55,9 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     # torch's OpenMP workers sleep between parallel regions instead of spinning. On a CPU shared with another
-    # job, spinning workers take the time slices the thread holding the work needs: on the 2-core box under
-    # load, training ran 4x (VGG-11) to 20x (MobileNetV2) slower with 2 spinning threads, and the demo's
-    # compare with it. Set before a command imports torch (libgomp reads it once); the user's value wins.
+    # job, spinning workers take the time slices the thread holding the work needs (BENCHMARKS.md has the
+    # slowdown). Set before a command imports torch (libgomp reads it once); the user's value wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     show = warnings.showwarning
 

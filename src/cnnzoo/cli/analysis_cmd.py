@@ -18,7 +18,7 @@ _MODEL_HELP = "registered model name (see `cnnzoo list`) or path/to/file.py:fact
 
 
 def _input_size(p: argparse.ArgumentParser) -> None:
-    # one check for every analysis command: C, H and W are whole numbers >= 1 (`--input-size 0 0 0` used to
+    # one check for every analysis command: C, H and W are whole numbers >= 1 (`--input-size 0 0 0` would
     # reach create_model as in_chans=0)
     p.add_argument("--input-size", nargs=3, type=POSITIVE_INT.argtype(), metavar=("C", "H", "W"),
                    help="input size (default: the model's own, e.g. 3 224 224)")

@@ -58,7 +58,7 @@ def resolve_models(models: str | list[str] | None = None, preset: str | None = N
     """Canonical model names from ``"a,b,c"`` / a list, or from a preset (default: classic)."""
     if models is not None and preset:
         raise CnnzooError("give either --models or --preset, not both")
-    if models is not None:  # "" is an empty list (it used to mean "the classic preset"), not "no --models"
+    if models is not None:  # "" is an empty list (an error below), not "no --models": a preset needs --preset
         names = [m.strip() for m in (models.split(",") if isinstance(models, str) else models) if m.strip()]
         if not names:
             raise CnnzooError("--models is empty: give names separated by commas, e.g. lenet5,resnet20_cifar")

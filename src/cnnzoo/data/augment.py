@@ -5,7 +5,7 @@ the border filled; here the border is filled by reflection (as airbench does). T
 the same bytes: :func:`crop_flip` works on any batch as one gather with reflected indices (no padded copy
 of the batch is made), and :class:`CropFlipTable` lays a whole in-memory data set out once so that every
 row of every crop, mirrored or not, is one contiguous run of bytes: a batch is then one row copy per image
-row, ~4x faster than the per-pixel gather on the CPU (BENCHMARKS.md, in-memory pipeline).
+row, faster than the per-pixel gather on the CPU (figures: docs/speed.md, crops and flips from a table).
 
 For fine-tuning on photos, :func:`random_resized_crop` is torchvision's ``RandomResizedCrop`` on a whole
 batch: boxes of random area and aspect drawn as torchvision draws them (:func:`sample_crop_boxes`), each
@@ -178,7 +178,7 @@ def normalize(x: Tensor, mean: Tensor, std: Tensor, dtype: torch.dtype = torch.f
     out = x.to(dtype)  # a fresh float copy, scaled in place: one allocation, not three
     if out.shape[1] <= 4 and out.device.type == "cpu" and scale.device.type == "cpu":
         # one channel at a time with Python scalars (the dtype's own values, so the result is the same as the
-        # broadcast): ~2x faster on the CPU than broadcasting a (1, C, 1, 1) tensor (on CUDA .tolist() would
+        # broadcast): faster on the CPU than broadcasting a (1, C, 1, 1) tensor (docs/speed.md; on CUDA .tolist() would
         # wait for the device, so it keeps the broadcast)
         for c, (a, b) in enumerate(zip(scale.tolist(), shift.tolist(), strict=True)):
             out[:, c].mul_(a).sub_(b)

@@ -72,7 +72,7 @@ def collect_images(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> l
 def image_ids(files: list[Path]) -> dict[Path, str]:
     """Submission ids: the file stem (Kaggle's convention) when every stem is unique; otherwise each file's
     path relative to the folder all the images share (``cat/1.png``, ``dog/1.png``), so no two rows of
-    ``--csv`` carry the same id (images from several class folders used to give duplicate ids)."""
+    ``--csv`` carry the same id (``cat/1.png`` and ``dog/1.png`` share the stem ``1``)."""
     stems = [f.stem for f in files]
     if len(set(stems)) == len(stems):
         return dict(zip(files, stems, strict=True))

@@ -183,7 +183,7 @@ def read_meta(path: str | os.PathLike) -> dict:
         raise CnnzooError(f"{f} has damaged cnnzoo metadata ({e})") from e
     if not isinstance(meta, dict):
         raise CnnzooError(f"{f} has damaged cnnzoo metadata")
-    from .ckpt_check import validate_meta  # every field checked in one place (issue 19)
+    from .ckpt_check import validate_meta  # every field checked in one place
 
     return validate_meta(meta, f)
 

@@ -1,7 +1,7 @@
 """A checkpoint validated as a whole before use: every metadata field, and the weights against the fields.
 
-Checkpoint folders are handed from person to person and edited. A wrong field used to surface far from its
-cause: an ``IndexError`` in ``predict`` (class names fewer than the head's outputs), a conv's ``RuntimeError``
+Checkpoint folders are handed from person to person and edited. Unchecked, a wrong field surfaces far from
+its cause: an ``IndexError`` in ``predict`` (class names fewer than the head's outputs), a conv's ``RuntimeError``
 (``img_size`` 0), a size-mismatch traceback (``in_chans``), a ``TypeError`` (unknown ``model_kwargs``), or
 NaN probabilities printed as results (non-finite weights). The loaders in :mod:`.checkpoint` call the three
 checks here, so ``predict``, ``eval``, ``export``, ``erf`` and the Python API refuse such a checkpoint with
@@ -61,7 +61,7 @@ def _numbers(meta: dict, where: object, field: str, lengths: set[int], positive:
 
 def _fill_normalisation(meta: dict) -> None:
     """A checkpoint without ``mean``/``std`` (written by hand or by an older tool) gets its named data set's,
-    so ``predict``, ``eval`` and ``export`` read the same values (predict used to raise ``KeyError``)."""
+    so ``predict``, ``eval`` and ``export`` read the same values, not a ``KeyError`` in one of them."""
     if meta.get("mean") is not None and meta.get("std") is not None:
         return
     from ..data import DATASETS, canonical_name

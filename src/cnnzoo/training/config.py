@@ -24,8 +24,8 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "linear", "step", "onecycle", "constant")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 INIT_NAMES = ("default", "paddle", "xavier", "kaiming", "course")  # init_schemes.init_names(), torch-free
-# Warm-up is at most this fraction of a run's optimizer steps, so a 1-epoch run is not all warm-up (a
-# 1-epoch warm-up on a 3-epoch run used to be a third of it); the quarter is what compare already used.
+# Warm-up is at most this fraction of a run's optimizer steps, so a short run is not mostly warm-up (a
+# 1-epoch warm-up on a 3-epoch run would be a third of it); compare uses the same quarter.
 MAX_WARMUP_FRACTION = 0.25
 
 
@@ -208,7 +208,7 @@ RECIPES: dict[str, dict] = {
     # AdamW at the highest LR NiN survives, and PreciseBN so one-epoch runs of the BN nets evaluate as they train
     "digits": dict(epochs=20, batch_size=32, optimizer="adamw", lr=2e-3, weight_decay=0.05, pad=2,
                    label_smoothing=0.1, precise_bn=512),
-    # batch 32: one LeNet-5 epoch is 1,875 steps, 98.2-98.5 % over seeds (the ReLU form 99.1-99.2 %; BENCHMARKS.md)
+    # batch 32: one LeNet-5 epoch is 1,875 steps (its accuracy over seeds: BENCHMARKS.md)
     "mnist": dict(epochs=12, batch_size=32, lr=0.05, pad=2, label_smoothing=0.1),
     "fashion-mnist": dict(epochs=30, batch_size=128, lr=0.1, pad=2, label_smoothing=0.1),
     "cifar10": dict(epochs=30, batch_size=128, lr=0.1, pad=4, label_smoothing=0.1),
@@ -239,7 +239,7 @@ NO_WEIGHTS = ("", "none", "false", "0", "no", "off")  # --pretrained words that 
 def pretrained_value(value: object) -> str | None:
     """``--pretrained`` as text, or ``None`` when it means no weights (``None``, ``False``, ``none``, ``false``,
     ``0`` ...): the one reading every "does this run start from weights?" uses (a truth test on the text
-    ``"none"`` used to say yes)."""
+    ``"none"`` would say yes)."""
     if value is None or value is False:
         return None
     if value is True:

@@ -88,7 +88,7 @@ def train(model: str | nn.Module | None = None, dataset: str | None = None, *, c
     dist = setup_distributed(opts.device)
     say = print if (opts.verbose and dist.rank == 0) else (lambda *a, **k: None)
     out_dir, resume_from, lock = open_run_dir(config, opts, dist, say)
-    try:  # the run folder is this run's until it ends, however it ends (issue 19)
+    try:  # the run folder is this run's until it ends, however it ends (the lock: rundir.RunLock)
         stored, tensors = ck.read_state(resume_from) if resume_from is not None else (None, {})
         if stored is not None:
             config = resumed_config(config, explicit, stored, out_dir)

@@ -105,8 +105,8 @@ def _few(names: list[str], n: int = 4) -> str:
 
 
 def match_classes(data: ImageSet, model_classes: list[str]) -> ImageSet:
-    """``data`` with its labels renumbered to the model's classes, matched by name (issue 19: they used to be
-    matched by position, so a folder with other class names scored 0.00 % with exit 0).
+    """``data`` with its labels renumbered to the model's classes, matched by name (matched by position, a
+    folder with other class names would score 0 % and exit 0).
 
     The same names in another order, or a subset of the model's classes (a test folder lacking one), are
     matched by name and said in a one-line warning; a class name the model does not know is an error that

@@ -185,7 +185,7 @@ def train_epoch(job: Job, epoch: int, first: int, totals: EpochTotals | None,
                    else lr_factor(job.state.step, job.total_steps, job.warmup, cfg.schedule))
             s = slice(i * b + dist.rank * lb, i * b + (dist.rank + 1) * lb)
             idx = perm[s]
-            # index_select, not x[idx]: the same copy, ~5x faster on the CPU (no advanced-indexing machinery)
+            # index_select, not x[idx]: the same copy, faster on the CPU (no advanced-indexing machinery)
             bx = boxes.index_select(0, idx) if boxes is not None else None
             xb, yb = job.prep.sample(job.xtr, idx, dy[s], dx[s], flip[s], bx), job.ytr.index_select(0, idx)
             loss, out = train_step(job.model, job.opt, xb, yb, job.plan.autocast, job.scaler,

@@ -1,14 +1,14 @@
 """A run folder belongs to one run: a lock file, a refused empty ``--out``, and no silent overwrite.
 
-Two ``cnnzoo train --out DIR`` started a second apart used to both exit 0 with only one result left in DIR
-(issue 19). :class:`RunLock` makes the folder's owner explicit: ``DIR/.cnnzoo.lock`` is created atomically
+Two ``cnnzoo train --out DIR`` started a second apart would otherwise both exit 0 with only one result left
+in DIR. :class:`RunLock` makes the folder's owner explicit: ``DIR/.cnnzoo.lock`` is created atomically
 (``O_CREAT | O_EXCL``) and holds the owner's pid, host, process start time and start date. A second run on the
 same folder gets a one-line :class:`~cnnzoo.errors.CnnzooError` naming the first's pid (the CLI exits 2). A lock
 whose process is gone (same host, pid not alive, or alive but a different process that reused the pid) is
 stale: the next run takes it over. The lock is released on exit and on exceptions (``with`` block); a SIGKILL
 leaves it behind, stale, which is what the take-over is for.
 
-:func:`check_out_arg` refuses ``--out ""`` (it used to mean "no --out"). :func:`plan_run_dir` says what a run may
+:func:`check_out_arg` refuses ``--out ""`` (not a silent "no --out"). :func:`plan_run_dir` says what a run may
 do with the folder it is given: resume, start fresh, or stop, so that ``--resume`` never quietly starts over
 on top of ``best/`` or ``metrics.jsonl`` from an earlier run, and a fresh run never replaces them unasked.
 """

@@ -1,8 +1,8 @@
 """The one output-path check and the one atomic writer that every cnnzoo command uses.
 
-A writer used to put its data in a temporary file and rename it onto the target without looking: a FIFO or a
-device node (``/dev/null``) at the target became a regular file, a symlink became a file while the file it
-pointed to stayed unchanged, and a user's own file was replaced unasked. Here:
+A writer that puts its data in a temporary file and renames it onto the target without looking turns a FIFO
+or a device node (``/dev/null``) at the target into a regular file, a symlink into a file while the file it
+points to stays unchanged, and replaces a user's own file unasked. Here:
 
 - :func:`check_output_path` runs before any work: it refuses an empty name, a folder and anything that is not
   a regular file (device, FIFO, socket) in one line; follows a symlink to its target (the link stays, the

@@ -2,7 +2,7 @@
 
 Every command passes through :func:`cnnzoo.cli.main`, which turns any :class:`OSError` that escapes into
 :func:`os_error_line` and exit status 2: what failed, on which path, and how much space is left there (a
-full disk used to print a ``SafetensorError`` traceback). Writes that need cleanup do it themselves (temp file +
+full disk, not a ``SafetensorError`` traceback). Writes that need cleanup do it themselves (temp file +
 rename), so the previous checkpoint or output stays intact. Torch-free, so the CLI can import it cheaply.
 """
 
