@@ -3,13 +3,14 @@
 ``ema <- d * ema + (1 - d) * weights`` after each step, with the decay warmed up as timm's ``ModelEmaV3``
 and TensorFlow's ``ExponentialMovingAverage(num_updates=...)`` do: ``d = min(decay, (1 + k) / (10 + k))`` at
 update ``k`` (0-based), so the average is not dominated by the random initial weights early in a short run.
-Floating-point parameters and buffers are averaged; integer buffers (BatchNorm's batch counter) are copied.
 
-The average lives in its own tensors, never in a module that is evaluated: :meth:`WeightEma.copy_to` puts it
-into an evaluation copy of the net, whose BatchNorm statistics may then be recomputed for the averaged
-weights (PreciseBN) without touching the average itself. So a run's trajectory does not depend on when it
-was evaluated, and a resumed run (the average saved under ``ema.`` keys in ``state.safetensors``) continues
-bit for bit.
+Only parameters are averaged. Buffers are not: BatchNorm's running statistics of the trained net are
+recomputed at evaluations (PreciseBN) and would carry those evaluations' timing into the average; the
+average's own statistics are recomputed for its weights instead (:mod:`.precise_bn`), and any other buffer is
+the trained net's. The average lives in its own tensors, never in a module that is evaluated:
+:meth:`WeightEma.copy_to` puts it into an evaluation copy of the net. So a run's trajectory and its average do
+not depend on when it was evaluated, and a resumed run (the average saved under ``ema.`` keys in
+``state.safetensors``) continues bit for bit.
 """
 
 from __future__ import annotations
@@ -28,29 +29,26 @@ def ema_decay(decay: float, k: int) -> float:
 
 
 class WeightEma:
-    """The moving average of ``net``'s state (parameters and buffers), starting from its weights now."""
+    """The moving average of ``net``'s parameters, starting from its weights now."""
 
     def __init__(self, net: nn.Module, decay: float) -> None:
         self.decay = float(decay)
-        self.avg: dict[str, Tensor] = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        self.avg: dict[str, Tensor] = {k: p.detach().clone() for k, p in net.named_parameters()}
 
     @torch.no_grad()
     def update(self, net: nn.Module, k: int) -> None:
-        """Fold in ``net``'s state after update ``k`` (0-based: the run's optimizer steps before it)."""
-        w = 1.0 - ema_decay(self.decay, k)
-        now = net.state_dict()
-        floats = [n for n, v in self.avg.items() if v.is_floating_point()]
-        if floats:
-            torch._foreach_lerp_([self.avg[n] for n in floats], [now[n].detach() for n in floats], w)
-        for n, v in self.avg.items():
-            if not v.is_floating_point():
-                v.copy_(now[n])
+        """Fold in ``net``'s parameters after update ``k`` (0-based: the run's optimizer steps before it)."""
+        now = dict(net.named_parameters())
+        names = list(self.avg)
+        torch._foreach_lerp_([self.avg[n] for n in names], [now[n].detach() for n in names],
+                             1.0 - ema_decay(self.decay, k))
 
     @torch.no_grad()
-    def copy_to(self, net: nn.Module) -> nn.Module:
-        """Load the average into ``net`` (an evaluation copy of the trained net); returns it."""
-        net.load_state_dict(self.avg)
-        return net
+    def copy_to(self, target: nn.Module, source: nn.Module) -> nn.Module:
+        """``target`` (an evaluation copy of ``source``, the trained net) with the averaged parameters and
+        ``source``'s buffers; returns it."""
+        target.load_state_dict({**source.state_dict(), **self.avg})
+        return target
 
     def tensors(self) -> dict[str, Tensor]:
         """The average under ``ema.``-prefixed names, for a checkpoint's ``state.safetensors``."""

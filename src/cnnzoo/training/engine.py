@@ -283,7 +283,7 @@ def evaluate_epoch(job: Job, ep, t_epoch: float, partial: bool) -> dict:
     if job.ema is not None:
         for a, b in zip(job.net.modules(), job.ema_net.modules(), strict=True):
             b.training = a.training  # the same BatchNorm layers recomputed as for the net (frozen ones kept)
-        ema = _held_out(job, job.ema.copy_to(job.ema_net), cfg.precise_bn or EMA_PRECISE_BN)
+        ema = _held_out(job, job.ema.copy_to(job.ema_net, job.net), cfg.precise_bn or EMA_PRECISE_BN)
         rec["ema_acc"] = ema["top1"].item() / n_test
         if job.tta != "off":
             rec["ema_acc_tta"] = ema["top1_tta"].item() / n_test

@@ -443,7 +443,7 @@ def setup(cfg: TrainConfig, opts: RunOptions, dist: DistContext, out_dir: Path,
             "in_chans": in_chans, "img_size": size, "mean": mean, "std": std,
             "classes": list(train_set.classes), "dataset": cfg.dataset, "resize": RESIZE_POLICY,
             "data_img_size": train_set.img_size, "data_in_chans": train_set.in_chans,
-            "params": sum(p.numel() for p in net.parameters()), "hflip": hflip}
+            "params": sum(p.numel() for p in net.parameters()), "hflip": hflip, "tta": cfg.tta}
     extra = {"head_params": heads, "num_classes": train_set.num_classes, "in_chans": in_chans,
              "world_size": dist.world}
     return Job(cfg=cfg, opts=opts, dist=dist, out_dir=out_dir, say=say, net=net, model=model, opt=opt,
