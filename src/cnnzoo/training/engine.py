@@ -332,8 +332,10 @@ def save(job: Job, which: str, top1: float | None = None, ema: bool = False) -> 
 
 
 def save_best(job: Job, rec: dict) -> None:
-    """``DIR/best`` from the evaluation ``rec``: the weights that scored (the trained ones or their average)."""
-    save(job, "best", rec["score"], ema=rec["weights"] == "ema")
+    """``DIR/best`` from the evaluation ``rec``: the weights that scored (the trained ones or their average),
+    with their plain top-1 in the meta."""
+    ema = rec["weights"] == "ema"
+    save(job, "best", rec["ema_acc" if ema else "test_acc"], ema=ema)
 
 
 def _save_partial(job: Job, steps_done: int, totals: EpochTotals, train_s: float, images: int) -> None:
