@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..training.config import TTA_MODES
 from ..utils import fmt
 from ..utils.ranges import POSITIVE_INT
 
@@ -30,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", default=None, help="write eval.json and confusion.png here")
     p.add_argument("--overwrite", action="store_true",
                    help="replace eval.json and confusion.png in --out if they are there already")
+    p.add_argument("--tta", choices=list(TTA_MODES), type=str.lower, default=None,
+                   help="test-time augmentation, reported beside the plain top-1: flip (image and mirror), "
+                        "flip-translate (also shifted 1-2 px); mirrors only where the run trained with flips "
+                        "(default: the run's own --tta)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=run)
 
@@ -57,14 +62,16 @@ def run(args: argparse.Namespace) -> int:
         dataset = imagenet_dataset(meta, dataset, args.split, args.data_dir)
     r = evaluate(target, dataset=dataset, split=args.split, data_dir=args.data_dir,
                  batch_size=max(1, args.batch_size), device=args.device, out=args.out,
-                 overwrite=args.overwrite)
+                 overwrite=args.overwrite, tta=args.tta)
     if args.format == "json":
         print(json.dumps(r, indent=1))
         return 0
     top5 = "-" if r["top5"] is None else f"{100 * r['top5']:.2f}%"
+    tta = f" ({r['tta']} TTA {100 * r['top1_tta']:.2f}%)" if r.get("top1_tta") is not None else ""
+    avg = ", the run's weight average (--ema)" if r.get("weights") == "ema" else ""
     print(f"{r['model'] or 'model'} on {r['dataset']} ({r['split']}, {r['n']} images): "
-          f"top-1 {100 * r['top1']:.2f}%  top-5 {top5}  loss {r['loss']:.4f}  "
-          f"({r['images_per_s']:.0f} img/s)")
+          f"top-1 {100 * r['top1']:.2f}%{tta}  top-5 {top5}  loss {r['loss']:.4f}  "
+          f"({r['images_per_s']:.0f} img/s){avg}")
     rows = [(c["class"], f"{100 * c['precision']:.1f}", f"{100 * c['recall']:.1f}", f"{100 * c['f1']:.1f}",
              c["support"]) for c in r["per_class"] if c["support"] or not published]  # 1000 categories
     print()

@@ -18,9 +18,10 @@ from pathlib import Path
 from ..utils import fmt
 
 # scalar columns of leaderboard.csv, in order (history and paths stay in the JSON)
-ROW_FIELDS = ("rank", "model", "status", "img_size", "top1", "top5", "final_top1", "params", "macs", "rf",
-              "train_time_s", "train_images_per_s", "infer_images_per_s", "best_epoch", "epochs_run",
-              "stopped", "note", "reason", "budget_s", "wall_s", "images_seen", "epochs_seen", "final_lr")
+ROW_FIELDS = ("rank", "model", "status", "img_size", "top1", "top1_tta", "tta", "scored_by", "weights", "top5",
+              "final_top1", "params", "macs", "rf", "train_time_s", "train_images_per_s", "infer_images_per_s",
+              "best_epoch", "epochs_run", "stopped", "note", "reason", "budget_s", "wall_s", "images_seen",
+              "epochs_seen", "final_lr")
 
 ACC_VS_MACS_PX = (1000, 650)
 CURVES_PX = (1000, 550)
@@ -49,10 +50,16 @@ def write_atomic(path: Path, data: str | bytes) -> Path:
     return atomic_write_bytes(path, data if isinstance(data, bytes) else data.encode("utf-8"), overwrite=True)
 
 
+def scored(r: dict) -> float:
+    """The held-out top-1 a row is ranked by: its TTA top-1 where its run was scored by TTA, else plain."""
+    v = r.get("top1_tta") if r.get("scored_by") == "tta" else r.get("top1")
+    return v if v is not None else (r.get("top1") or 0.0)
+
+
 def ranked(rows: Sequence[dict]) -> list[dict]:
-    """Finished models by held-out top-1 (ties: fewer MACs first), then failed ones; ``rank`` filled in."""
-    ok = sorted((r for r in rows if r["status"] == "ok"),
-                key=lambda r: (-(r["top1"] or 0), r.get("macs") or 0))
+    """Finished models by held-out top-1 (:func:`scored`; ties: fewer MACs first), then failed ones; ``rank``
+    filled in."""
+    ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: (-scored(r), r.get("macs") or 0))
     out = [{**r, "rank": i} for i, r in enumerate(ok, 1)]
     return out + [{**r, "rank": None} for r in rows if r["status"] != "ok"]
 
@@ -63,18 +70,22 @@ def _size_cell(r: dict) -> str:
 
 def _table_rows(rows: Sequence[dict], top5: bool) -> tuple[list[str], list[list[str]]]:
     """Header and cells shared by the text, Markdown and HTML tables."""
-    headers = ["#", "model", "size", "top-1 %"] + (["top-5 %"] if top5 else []) + [
+    tta = any(r.get("top1_tta") is not None for r in rows)
+    headers = ["#", "model", "size", "top-1 %"] + (["TTA top-1 %"] if tta else []) + (["top-5 %"] if top5 else []) + [
         "params", "MACs", "RF", "train s", "train img/s", "infer img/s", "best ep"]
     if any(r.get("budget_s") for r in rows):
         headers[-1] = "epochs seen"
     cells = []
     for r in rows:
         statics = [fmt.human(r.get("params")), fmt.human(r.get("macs")), _num(r.get("rf"))]
+        name = r["model"] + (" (EMA)" if r.get("weights") == "ema" else "")
         if r["status"] != "ok":
-            cells.append(["-", r["model"], _size_cell(r), "failed"] + (["-"] if top5 else []) + statics
-                         + [_num(r.get("train_time_s"), 1), "-", "-", "-"])
+            cells.append(["-", name, _size_cell(r), "failed"] + (["-"] if tta else []) + (["-"] if top5 else [])
+                         + statics + [_num(r.get("train_time_s"), 1), "-", "-", "-"])
             continue
-        cells.append([str(r["rank"]), r["model"], _size_cell(r), _pct(r["top1"])]
+        by_tta = r.get("scored_by") == "tta"  # the accuracy the row is ranked by is starred
+        cells.append([str(r["rank"]), name, _size_cell(r), _pct(r["top1"]) + ("" if by_tta or not tta else "*")]
+                     + ([_pct(r.get("top1_tta")) + ("*" if by_tta else "")] if tta else [])
                      + ([_pct(r.get("top5"))] if top5 else []) + statics
                      + [_num(r["train_time_s"], 1), _num(r["train_images_per_s"]),
                         _num(r["infer_images_per_s"]), _epochs_cell(r)])
@@ -90,6 +101,12 @@ def _epochs_cell(r: dict) -> str:
 
 def _footnotes(rows: Sequence[dict]) -> list[str]:
     notes = [f"* {r['model']}: {r['note']}" for r in rows if r.get("note")]
+    modes = sorted({r["tta"] for r in rows if r.get("top1_tta") is not None and r.get("tta")})
+    if modes:
+        notes.append(f"TTA top-1: {' / '.join(modes)} test-time augmentation (mean logits over the views); "
+                     f"* marks the top-1 each model was ranked and its best/ checkpoint chosen by")
+    if any(r.get("weights") == "ema" for r in rows):
+        notes.append("(EMA): best/ holds the moving average of the weights (--ema), which scored higher")
     return notes + [f"{r['model']} failed: {r['reason']}" for r in rows if r["status"] != "ok"]
 
 

@@ -173,11 +173,11 @@ def _history(hist: list[dict]) -> list[dict]:
 
 def _empty_row(name: str, size: int, note: str, mdir: Path) -> dict:
     row: dict = dict.fromkeys(
-        ("top1", "top5", "final_top1", "params", "macs", "rf", "train_time_s", "train_images_per_s",
+        ("top1", "top1_tta", "top5", "final_top1", "params", "macs", "rf", "train_time_s", "train_images_per_s",
          "infer_images_per_s", "best_epoch", "stopped", "checkpoint", "confusion_png", "budget_s", "images_seen",
          "epochs_seen", "final_lr", "wall_s"))
     row.update(model=name, status="failed", reason="", img_size=size, note=note, epochs_run=0, history=[],
-               run_dir=str(mdir))
+               run_dir=str(mdir), tta="off", scored_by="plain", weights="plain")
     return row
 
 
@@ -216,8 +216,9 @@ def _run_one(name: str, size: int, note: str, job: CompareJob, fresh: bool = Fal
                    stopped=res.stopped, final_top1=res.final_acc, history=_history(res.history),
                    params=res.params or row["params"], checkpoint=res.checkpoint)
         ev = evaluate(res.checkpoint, dataset=job.cfg.dataset, split="test", data_dir=o.data_dir, device=o.device,
-                      out=mdir, overwrite=True)
-        row.update(top1=ev["top1"], top5=ev["top5"], confusion_png=str(mdir / "confusion.png"))
+                      out=mdir, overwrite=True, tta=job.cfg.tta)
+        row.update(top1=ev["top1"], top1_tta=ev["top1_tta"], tta=ev["tta"], scored_by=res.scored_by,
+                   weights=res.best_weights, top5=ev["top5"], confusion_png=str(mdir / "confusion.png"))
         model, meta = load_checkpoint(res.checkpoint, device=job.dev)
         x = _eval_batch(meta, job.cfg.dataset, o.data_dir, job.dev)
         row["infer_images_per_s"] = round(inference_speed(model, x, 0.25 if o.budget_minutes else 1.0), 1)

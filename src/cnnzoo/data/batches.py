@@ -92,14 +92,28 @@ class BatchPrep:
 
 
 def epoch_plan(seed: int, epoch: int, n: int, pad: int, hflip: bool,
-               device: torch.device) -> tuple[Tensor, ...]:
-    """The epoch's sample order, crop offsets and flips, drawn on the CPU from ``(seed, epoch)``."""
+               device: torch.device, flip: str = "random") -> tuple[Tensor, ...]:
+    """The epoch's sample order ``perm``, and the crop offsets and flips of its positions (those of images
+    ``perm``), drawn on the CPU from ``(seed, epoch)``; ``flip="alternate"``: :func:`alternating_flips`
+    instead of a fresh draw."""
     g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
     perm = torch.randperm(n, generator=g)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    flip = torch.rand(n, generator=g) < 0.5 if hflip else torch.zeros(n, dtype=torch.bool)
-    return tuple(t.to(device, non_blocking=True) for t in (perm, dy, dx, flip))
+    flips = torch.rand(n, generator=g) < 0.5 if hflip else torch.zeros(n, dtype=torch.bool)
+    if hflip and flip == "alternate":
+        flips = alternating_flips(seed, epoch, n).index_select(0, perm)
+    return tuple(t.to(device, non_blocking=True) for t in (perm, dy, dx, flips))
+
+
+def alternating_flips(seed: int, epoch: int, n: int) -> Tensor:
+    """airbench's alternating flip: image ``i`` is flipped in epoch 0 with probability 1/2 (a draw from
+    ``seed`` alone, its own stream) and from then on in every other epoch, i.e. ``first[i] xor (epoch odd)``:
+    every image is seen both ways in any two consecutive epochs. A pure function of ``(seed, epoch, i)``, so a
+    run resumed mid-epoch continues exactly."""
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + (1 << 41))
+    first = torch.rand(n, generator=g) < 0.5
+    return first ^ bool(int(epoch) % 2)
 
 
 def epoch_boxes(seed: int, epoch: int, n: int, h: int, w: int, min_scale: float,

@@ -8,7 +8,8 @@ are declared once in :mod:`.config` (torch-free). The names below are imported o
 
 Modules: ``config`` (options, recipes), ``setup`` (data, model, optimizer -> ``Job``), ``loop`` (step, epoch,
 evaluation), ``engine`` (``train()``: setup, the epoch loop, the result), ``state`` (``RunState``),
-``budget`` (time budgets), ``checkpoint``, ``distributed``, ``evaluate``, ``plots``.
+``budget`` (time budgets), ``checkpoint``, ``distributed``, ``evaluate``, ``plots``, ``tta`` (test-time
+augmentation), ``ema`` (the weight average).
 """
 
 from __future__ import annotations

@@ -312,10 +312,12 @@ def unflatten_optimizer(opt: torch.optim.Optimizer, js: dict, tensors: dict[str,
 # ----------------------------------------------------------------------------------- a run's state
 def save_run(run_dir: str | os.PathLike, name: str, net: nn.Module, meta: dict, state: RunState, config: dict,
              extra: dict, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None,
-             top1: float | None = None) -> Path:
+             top1: float | None = None, extra_tensors: dict[str, Tensor] | None = None) -> Path:
     """Write ``run_dir/name`` for a run: weights with ``meta``, and as ``state.json`` / ``state.safetensors``
-    the :class:`RunState`, ``config``, ``extra``, the optimizer, the GradScaler and the RNG states."""
+    the :class:`RunState`, ``config``, ``extra``, the optimizer, the GradScaler, the RNG states and
+    ``extra_tensors`` (a weight average's)."""
     opt_js, tensors = flatten_optimizer(opt)
+    tensors.update(extra_tensors or {})
     tensors["rng.cpu"] = torch.get_rng_state()
     dev = next((p.device for p in net.parameters()), torch.device("cpu"))
     if dev.type == "cuda":

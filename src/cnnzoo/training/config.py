@@ -23,6 +23,8 @@ from ..utils.ranges import FRACTION, NONNEG_FLOAT, NONNEG_INT, POSITIVE_FLOAT, P
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "linear", "step", "onecycle", "constant")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+TTA_MODES = ("off", "flip", "flip-translate")
+FLIP_MODES = ("random", "alternate")
 INIT_NAMES = ("default", "paddle", "xavier", "kaiming", "course")  # init_schemes.init_names(), torch-free
 # Warm-up is at most this fraction of a run's optimizer steps, so a short run is not mostly warm-up (a
 # 1-epoch warm-up on a 3-epoch run would be a third of it); compare uses the same quarter.
@@ -108,6 +110,18 @@ class TrainConfig:
     precise_bn: int = option(0, "before each evaluation, recompute BatchNorm statistics over N training images "
                              "(PreciseBN: in short runs the running averages lag the weights; 0: off)",
                              range=NONNEG_INT, metavar="N")
+    tta: str = option("flip", "test-time augmentation of every evaluation: the mean logits of each image and its "
+                      "mirror (flip), and with flip-translate also of both shifted 1 px (2 px above 32 px) up-left "
+                      "and down-right (airbench); mirrors only where the run flips (--hflip). Plain and TTA "
+                      "top-1 are reported side by side; best/ is chosen by TTA top-1 unless off",
+                      choices=TTA_MODES)
+    ema: bool = option(False, "also keep an exponential moving average of the weights (updated every step, decay "
+                       "warm-up min(D, (1+k)/(10+k)) at update k), evaluated with BatchNorm statistics "
+                       "recomputed for it; best/ holds it when it scores higher")
+    ema_decay: float = option(0.999, "--ema's decay D", range=Range(float, lo=0, hi=1, hi_open=True), metavar="D")
+    flip: str = option("random", "training flips: random = each image flipped with probability 1/2 each epoch; "
+                       "alternate = at random in the first epoch, then each image flipped in every other epoch "
+                       "(airbench); only where the run flips (--hflip)", choices=FLIP_MODES)
     in_chans: int | None = option(None, "input channels of the model", range=POSITIVE_INT,
                                   default_text="the data set's, or a --pretrained file's first conv")
     train_subset: int | None = option(None, "train on a seeded random subset of N images (quick runs)",
@@ -396,7 +410,8 @@ def run_options(values: dict) -> RunOptions:
 
 
 __all__ = [
-    "ALL_SMALL", "AMP_MODES", "DEMO", "INIT_NAMES", "MAX_WARMUP_FRACTION", "OPTIMIZERS", "PRESETS", "PRESET_NAMES",
+    "ALL_SMALL", "AMP_MODES", "DEMO", "FLIP_MODES", "TTA_MODES",
+    "INIT_NAMES", "MAX_WARMUP_FRACTION", "OPTIMIZERS", "PRESETS", "PRESET_NAMES",
     "RECIPES", "SCHEDULES", "CompareOptions", "RunOptions", "TrainConfig", "add_arguments", "demo_for", "option",
     "recipe_for", "resolve", "run_options", "split_options", "validate", "values_from_args", "warmup_steps",
 ]

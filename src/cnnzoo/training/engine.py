@@ -27,6 +27,7 @@ from .loop import LOG_HEADER, PARTIAL_NOTE, evaluate_tensors, log_line, lr_facto
 from .precise_bn import recalibrate_bn
 from .setup import Job, open_run_dir, resumed_config, setup
 from .state import EpochTotals
+from .tta import TTA_VIEWS
 
 
 @dataclass
@@ -55,6 +56,13 @@ class TrainResult:
     images_seen: int = 0  # training images through the net, all processes and segments
     epochs_seen: float = 0.0  # images_seen / training images (a budgeted run ends mid-epoch)
     final_lr: float | None = None  # the LR when the final model was scored (0 at a decaying schedule's end)
+    tta: str = "off"  # the test-time augmentation of the evaluations: off, flip, translate or flip-translate
+    scored_by: str = "plain"  # what chose best/: "tta" (its TTA top-1) when tta is on, else "plain" top-1
+    best_weights: str = "plain"  # what best/ holds: the trained weights ("plain") or their average ("ema")
+    best_acc_tta: float | None = None  # best/'s TTA top-1 (best_acc is its plain top-1)
+    final_acc_tta: float | None = None  # the final weights' TTA top-1
+    final_ema_acc: float | None = None  # --ema: the final average's plain top-1 ...
+    final_ema_acc_tta: float | None = None  # ... and TTA top-1
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -241,7 +249,12 @@ def _eval_cost_guess(job: Job) -> float:
         times.append(clock() - t)
     per_image = min(times) / n
     nbytes = sum(p.numel() * p.element_size() for p in job.net.parameters())
-    return per_image * (job.xte.shape[0] / job.dist.world + job.cfg.precise_bn) + 0.1 + 3 * nbytes / 100e6
+    views = TTA_VIEWS[job.tta]  # forward passes per held-out image
+    one = job.xte.shape[0] / job.dist.world * views + job.cfg.precise_bn
+    if job.ema is not None:  # the average is evaluated too, with its own BatchNorm statistics
+        one *= 2
+        one += 0 if job.cfg.precise_bn else EMA_PRECISE_BN
+    return per_image * one + 0.1 + 3 * nbytes / 100e6
 
 
 def _budget_record(job: Job, ep, t_seg: float) -> dict:
@@ -262,41 +275,84 @@ def _save_budget_eval(job: Job, rec: dict, final: bool) -> None:
     st.history.append(rec)
     st.budget = job.budget.plan.to_json()
     if final:
-        st.best_acc, st.best_epoch = rec["test_acc"], len(st.history)
+        st.best_acc, st.best_epoch, st.best = rec["score"], len(st.history), best_record(rec)
     save(job, "last", rec["test_acc"])
     if final:
-        save(job, "best", rec["test_acc"])
+        save_best(job, rec)
     if job.dist.rank == 0:
         atomic_write_text(job.out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in st.history),
                           overwrite=True)
 
 
 def evaluate_epoch(job: Job, ep, t_epoch: float, partial: bool) -> dict:
-    """The epoch's record: training totals, held-out loss and accuracy, LR, times (one metrics.jsonl line)."""
+    """The epoch's record: training totals, held-out loss and accuracy (with TTA and of the weight average
+    where asked), the score best/ is chosen by, LR, times (one metrics.jsonl line)."""
     st, cfg = job.state, job.cfg
-    if cfg.precise_bn:
-        recalibrate_bn(job.net, job.xtr, job.prep, cfg.precise_bn, job.local_batch, cfg.seed, job.plan.autocast)
-    ev = evaluate_tensors(job.net, job.xte, job.yte, job.prep, cfg.eval_batch_size, job.num_classes, job.dist,
-                          job.plan.autocast)
+    ev = _held_out(job, job.net, cfg.precise_bn)
     n_test = max(int(ev["n"].item()), 1)
     rec = {"epoch": st.epoch + 1, "step": st.step,
            "lr": cfg.lr * lr_factor(max(st.step - 1, 0), job.total_steps, job.warmup, cfg.schedule),
            "train_loss": ep.loss_sum / max(ep.seen, 1), "train_acc": ep.correct / max(ep.seen, 1),
            "test_loss": ev["loss"].item() / n_test, "test_acc": ev["top1"].item() / n_test,
-           "test_top5": ev["top5"].item() / n_test if job.num_classes > 5 else None,
-           "epoch_time_s": round(time.perf_counter() - t_epoch, 3),
-           "train_images_per_s": round(ep.images / max(ep.train_s, 1e-9), 1),
-           "time_s": round(st.elapsed(), 3)}
+           "test_top5": ev["top5"].item() / n_test if job.num_classes > 5 else None}
+    if job.tta != "off":
+        rec["test_acc_tta"] = ev["top1_tta"].item() / n_test
+    if job.ema is not None:
+        for a, b in zip(job.net.modules(), job.ema_net.modules(), strict=True):
+            b.training = a.training  # the same BatchNorm layers recomputed as for the net (frozen ones kept)
+        ema = _held_out(job, job.ema.copy_to(job.ema_net, job.net), cfg.precise_bn or EMA_PRECISE_BN)
+        rec["ema_acc"] = ema["top1"].item() / n_test
+        if job.tta != "off":
+            rec["ema_acc_tta"] = ema["top1_tta"].item() / n_test
+    rec["score"], rec["weights"] = score(rec, job.tta != "off")
+    rec.update(epoch_time_s=round(time.perf_counter() - t_epoch, 3),
+               train_images_per_s=round(ep.images / max(ep.train_s, 1e-9), 1), time_s=round(st.elapsed(), 3))
     if partial:
         rec["partial"] = True
     return rec
 
 
-def save(job: Job, which: str, top1: float | None = None) -> None:
-    """Write ``DIR/which`` (``last`` or ``best``) from the run state as it is now (main process only)."""
+EMA_PRECISE_BN = 512  # training images the average's BatchNorm statistics are recomputed over without --precise-bn
+
+
+def _held_out(job: Job, net: nn.Module, precise_bn: int) -> dict:
+    """``net``'s hit counts on the held-out split (TTA's too), after PreciseBN over ``precise_bn`` images."""
+    cfg = job.cfg
+    if precise_bn:
+        recalibrate_bn(net, job.xtr, job.prep, precise_bn, job.local_batch, cfg.seed, job.plan.autocast)
+    return evaluate_tensors(net, job.xte, job.yte, job.prep, cfg.eval_batch_size, job.num_classes, job.dist,
+                            job.plan.autocast, tta=job.tta)
+
+
+def score(rec: dict, tta: bool) -> tuple[float, str]:
+    """(what best/ is chosen by, whose it is): the TTA top-1 when ``tta`` is on, else the plain top-1; of the
+    weight average (``"ema"``) when it beats the trained weights (``"plain"``)."""
+    key = "_tta" if tta else ""
+    plain, ema = rec[f"test_acc{key}"], rec.get(f"ema_acc{key}")
+    return (ema, "ema") if ema is not None and ema > plain else (plain, "plain")
+
+
+def best_record(rec: dict) -> dict:
+    """What the run state keeps of best/'s evaluation."""
+    keys = ("test_acc", "test_acc_tta", "ema_acc", "ema_acc_tta", "score", "weights")
+    return {k: rec[k] for k in keys if k in rec}
+
+
+def save(job: Job, which: str, top1: float | None = None, ema: bool = False) -> None:
+    """Write ``DIR/which`` (``last`` or ``best``) from the run state as it is now (main process only); with
+    ``ema`` the weights are the average's, as last evaluated (``meta["weights"] == "ema"``). The average itself
+    goes into ``state.safetensors`` of every checkpoint (exact resume)."""
     if job.dist.rank == 0:
-        ck.save_run(job.out_dir, which, job.net, job.meta, job.state, job.cfg.to_dict(), job.extra_state,
-                    job.opt, job.scaler, top1)
+        net, meta = (job.ema_net, {**job.meta, "weights": "ema"}) if ema else (job.net, job.meta)
+        ck.save_run(job.out_dir, which, net, meta, job.state, job.cfg.to_dict(), job.extra_state,
+                    job.opt, job.scaler, top1, job.ema.tensors() if job.ema is not None else None)
+
+
+def save_best(job: Job, rec: dict) -> None:
+    """``DIR/best`` from the evaluation ``rec``: the weights that scored (the trained ones or their average),
+    with their plain top-1 in the meta."""
+    ema = rec["weights"] == "ema"
+    save(job, "best", rec["ema_acc" if ema else "test_acc"], ema=ema)
 
 
 def _save_partial(job: Job, steps_done: int, totals: EpochTotals, train_s: float, images: int) -> None:
@@ -312,9 +368,9 @@ def save_epoch(job: Job, rec: dict, ep, partial: bool) -> None:
     """After an epoch: ``last`` (mid-epoch when a step limit cut it), ``best`` if it improved, metrics.jsonl."""
     st = job.state
     acc = rec["test_acc"]
-    improved = acc > st.best_acc
+    improved = rec["score"] > st.best_acc
     if improved:
-        st.best_acc, st.best_epoch = acc, st.epoch + 1
+        st.best_acc, st.best_epoch, st.best = rec["score"], st.epoch + 1, best_record(rec)
     if partial:
         st.epoch_step, st.accum = ep.steps_done, ep.local
     else:
@@ -322,7 +378,7 @@ def save_epoch(job: Job, rec: dict, ep, partial: bool) -> None:
         st.epoch, st.epoch_step, st.accum = st.epoch + 1, 0, None
     save(job, "last", acc)
     if improved:
-        save(job, "best", acc)
+        save_best(job, rec)
     if job.dist.rank == 0:
         atomic_write_text(job.out_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in st.history),
                           overwrite=True)
@@ -365,15 +421,20 @@ def finish(job: Job, stopped: str | None, last: dict | None) -> TrainResult:
         last = st.history[-1] if st.history else {"test_acc": st.best_acc, "test_top5": None}
     n_train, n_test, skipped = job.data_counts
     total_s = st.elapsed()
+    best = st.best or {"test_acc": max(st.best_acc, 0.0), "weights": "plain"}
+    own = "ema_acc" if best.get("weights") == "ema" else "test_acc"
     result = TrainResult(
-        best_acc=max(st.best_acc, 0.0), final_acc=float(last["test_acc"]), best_epoch=st.best_epoch,
+        best_acc=float(best[own]), final_acc=float(last["test_acc"]), best_epoch=st.best_epoch,
         history=st.history, train_time_s=round(total_s, 3),
         train_images_per_s=round(st.train_images / max(st.train_s, 1e-9), 1), checkpoint=str(job.out_dir / "best"),
         last_checkpoint=str(job.out_dir / "last"), out=str(job.out_dir), config=cfg.to_dict(),
         epochs_run=st.epoch, steps=st.step, stopped=stopped, params=job.meta["params"],
         img_size=job.meta["img_size"], final_top5=last.get("test_top5"), skipped_images=skipped,
         device=str(job.plan.device), budget_s=(st.budget or {}).get("budget_s"), images_seen=st.train_images,
-        epochs_seen=round(st.train_images / max(n_train, 1), 4), final_lr=last.get("lr"),
+        epochs_seen=round(st.train_images / max(n_train, 1), 4), final_lr=last.get("lr"), tta=job.tta,
+        scored_by="tta" if job.tta != "off" else "plain", best_weights=best.get("weights", "plain"),
+        best_acc_tta=best.get(own + "_tta"), final_acc_tta=last.get("test_acc_tta"),
+        final_ema_acc=last.get("ema_acc"), final_ema_acc_tta=last.get("ema_acc_tta"),
         extra={"world_size": job.dist.world, "train_images": n_train, "test_images": n_test})
     if job.dist.rank == 0:
         if st.history:
@@ -382,10 +443,13 @@ def finish(job: Job, stopped: str | None, last: dict | None) -> TrainResult:
             plot_curves(st.history, job.out_dir / "training_curves.png", title=f"{cfg.model} on {cfg.dataset}",
                         overwrite=True)
         atomic_write_text(job.out_dir / "result.json", json.dumps(result.to_dict(), indent=1), overwrite=True)
-        job.say(f"best held-out top-1 {100 * result.best_acc:.2f}% (epoch {st.best_epoch}), final "
+        tta = f", {job.tta} TTA {100 * result.best_acc_tta:.2f}%" if result.best_acc_tta is not None else ""
+        avg = ", the weight average" if result.best_weights == "ema" else ""
+        job.say(f"best held-out top-1 {100 * result.best_acc:.2f}%{tta} (epoch {st.best_epoch}{avg}), final "
                 f"{100 * result.final_acc:.2f}%, {total_s:.1f} s, {result.train_images_per_s:.0f} img/s "
                 f"-> {job.out_dir}")
     return result
 
 
-__all__ = ["TrainResult", "evaluate_epoch", "finish", "run_budgeted", "run_epochs", "save", "save_epoch", "train"]
+__all__ = ["EMA_PRECISE_BN", "TrainResult", "best_record", "evaluate_epoch", "finish", "run_budgeted", "run_epochs",
+           "save", "save_best", "save_epoch", "score", "train"]

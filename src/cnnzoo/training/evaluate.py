@@ -18,6 +18,7 @@ from .checkpoint import find_checkpoint, load_checkpoint
 from .distributed import resolve_device
 from .loop import evaluate_tensors
 from .setup import module_in_chans
+from .tta import effective_tta
 
 
 def evaluate(
@@ -30,6 +31,7 @@ def evaluate(
     img_size: int | None = None,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
+    tta: str | None = None,
 ) -> dict:
     """Evaluate a checkpoint (run folder, ``best``/``last`` folder or ``model.safetensors``) or a model.
 
@@ -38,6 +40,12 @@ def evaluate(
     ``loss``, ``n``, ``classes``, ``per_class`` (precision, recall, f1, support), ``confusion`` (rows: true
     class), ``images_per_s``. With ``out`` it also writes ``eval.json`` and ``confusion.png`` there (checked
     before any work; files there that this process did not write are replaced only with ``overwrite``).
+
+    ``tta`` (``off``, ``flip``, ``flip-translate``; default: the run's own ``--tta``, else ``off``) adds
+    ``top1_tta``, the top-1 of test-time-augmented logits, beside the plain ``top1``; ``tta`` in the result
+    says which views were used (mirrors only where the run trained with flips: ``flip-translate`` becomes
+    ``translate`` and ``flip`` ``off`` without them). ``weights`` says whether the checkpoint holds the trained
+    weights (``plain``) or their moving average (``ema``).
     """
     from ..utils.ranges import POSITIVE_INT
 
@@ -78,8 +86,9 @@ def evaluate(
         mean, std = mean * 3, std * 3
     prep = BatchPrep(data, size, in_chans, dev, pad=0, hflip=False, channels_last=False, mean=mean, std=std)
     x, y = data.images.to(dev), data.labels.to(dev)
+    views = effective_tta(tta if tta is not None else meta.get("tta", "off"), bool(meta.get("hflip", data.hflip)))
     t = time.perf_counter()
-    r = evaluate_tensors(model, x, y, prep, batch_size, num_classes, confusion=True)
+    r = evaluate_tensors(model, x, y, prep, batch_size, num_classes, confusion=True, tta=views)
     dt = time.perf_counter() - t
     cm = r["confusion"].cpu()
     n = int(r["n"].item())
@@ -87,6 +96,8 @@ def evaluate(
     result = {
         "checkpoint": source, "model": meta.get("model"), "dataset": data.name, "split": data.split, "n": n,
         "top1": int(r["top1"].item()) / max(n, 1),
+        "tta": views, "top1_tta": int(r["top1_tta"].item()) / max(n, 1) if "top1_tta" in r else None,
+        "weights": meta.get("weights", "plain"),
         "top5": int(r["top5"].item()) / max(n, 1) if num_classes > 5 else None,
         "loss": float(r["loss"].item()) / max(n, 1),
         "classes": classes,

@@ -23,6 +23,7 @@ from ..data.batches import BatchPrep, epoch_boxes, epoch_plan
 from ..errors import CnnzooError
 from .distributed import DistContext, all_reduce_
 from .state import EpochTotals
+from .tta import tta_logits
 
 if TYPE_CHECKING:
     from .setup import Job
@@ -167,7 +168,7 @@ def train_epoch(job: Job, epoch: int, first: int, totals: EpochTotals | None,
     ``totals``: the partial epoch's sums when resuming mid-epoch. ``save_partial(steps_done, totals, train_s,
     images)`` writes a mid-epoch checkpoint every ``save_every_s`` (single process)."""
     cfg, dist, dev, opts = job.cfg, job.dist, job.plan.device, job.opts
-    perm, dy, dx, flip = epoch_plan(cfg.seed, epoch, job.n_train, job.pad, job.hflip, dev)
+    perm, dy, dx, flip = epoch_plan(cfg.seed, epoch, job.n_train, job.pad, job.hflip, dev, cfg.flip)
     boxes = (epoch_boxes(cfg.seed, epoch, job.n_train, job.xtr.shape[-2], job.xtr.shape[-1], cfg.crop_scale, dev)
              if cfg.crop_scale else None)
     job.model.train()
@@ -191,6 +192,8 @@ def train_epoch(job: Job, epoch: int, first: int, totals: EpochTotals | None,
             loss, out = train_step(job.model, job.opt, xb, yb, job.plan.autocast, job.scaler,
                                    cfg.label_smoothing, cfg.aux_weight)
             job.state.step += 1
+            if job.ema is not None:
+                job.ema.update(job.net, job.state.step - 1)
             meter.add(loss, out, yb, job.state.step)
             if bar is not None and ((i + 1) % max(1, spe // 25) == 0 or i + 1 == spe):
                 _refresh_bar(bar, i + 1, meter, (meter.seen - seen_seg) * dist.world, t_seg)
@@ -261,8 +264,10 @@ def check_finite(bad_step: Tensor, out_dir: Path, epoch: int, lr: float) -> None
 @torch.no_grad()
 def evaluate_tensors(net: nn.Module, x: Tensor, y: Tensor, prep: BatchPrep, batch_size: int, num_classes: int,
                      dist: DistContext | None = None, autocast=contextlib.nullcontext,
-                     confusion: bool = False) -> dict[str, Tensor]:
-    """Loss sum, top-1/top-5 hit counts (and the confusion matrix) over ``x``, sharded across ranks."""
+                     confusion: bool = False, tta: str = "off") -> dict[str, Tensor]:
+    """Loss sum, top-1/top-5 hit counts (and the confusion matrix) over ``x``, sharded across ranks; with an
+    effective ``tta`` other than ``off`` (:func:`~.tta.effective_tta`) also ``top1_tta``, the top-1 hits of the
+    test-time-augmented logits (the plain forward pass is shared)."""
     rank, world = (dist.rank, dist.world) if dist else (0, 1)
     was_training = net.training
     net.eval()
@@ -271,13 +276,17 @@ def evaluate_tensors(net: nn.Module, x: Tensor, y: Tensor, prep: BatchPrep, batc
     top1 = torch.zeros((), dtype=torch.long, device=dev)
     top5 = torch.zeros((), dtype=torch.long, device=dev)
     cm = torch.zeros(num_classes * num_classes, dtype=torch.long, device=dev) if confusion else None
+    top1_tta = torch.zeros((), dtype=torch.long, device=dev)
     idx = torch.arange(rank, x.shape[0], world, device=x.device)
     k = min(5, num_classes)
     for i in range(0, idx.numel(), batch_size):
         b = idx[i:i + batch_size]
         yb = y[b]
+        xb = prep(x[b])
         with autocast():
-            logits = logits_of(net(prep(x[b])))
+            logits = logits_of(net(xb))
+            if tta != "off":
+                top1_tta += (tta_logits(lambda v: logits_of(net(v)), xb, tta, logits).argmax(1) == yb).sum()
         logits = logits.float()
         loss += F.cross_entropy(logits, yb, reduction="sum").double()
         pred = logits.topk(k, dim=1).indices
@@ -286,6 +295,8 @@ def evaluate_tensors(net: nn.Module, x: Tensor, y: Tensor, prep: BatchPrep, batc
         if cm is not None:
             cm += torch.bincount(yb * num_classes + pred[:, 0], minlength=num_classes * num_classes)
     out = {"loss": loss, "top1": top1, "top5": top5, "n": torch.tensor(idx.numel(), device=dev)}
+    if tta != "off":
+        out["top1_tta"] = top1_tta
     if cm is not None:
         out["confusion"] = cm.view(num_classes, num_classes)
     if dist is not None and dist.world > 1:
@@ -308,6 +319,8 @@ def log_line(h: dict, epochs: int) -> str:
         ep = f"{h['epoch']:.2f}"
     else:
         ep = f"{h['epoch']}/{epochs}" + ("*" if h.get("partial") else "")
+    extra = "".join(f"  {name} {100 * h[k]:.2f}%" for k, name in
+                    (("test_acc_tta", "TTA"), ("ema_acc", "EMA"), ("ema_acc_tta", "EMA+TTA")) if h.get(k) is not None)
     return (f"{ep:>7}  {h['train_loss']:>10.4f}  {100 * h['train_acc']:>8.2f}%  {h['test_loss']:>9.4f}  "
             f"{100 * h['test_acc']:>7.2f}%  {h['lr']:>9.2e}  {h['epoch_time_s']:>7.1f}  "
-            f"{h['train_images_per_s']:>7.0f}")
+            f"{h['train_images_per_s']:>7.0f}{extra}")

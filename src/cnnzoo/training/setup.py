@@ -7,6 +7,7 @@ states of a resumed run.
 
 from __future__ import annotations
 
+import copy
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,9 +27,11 @@ from . import checkpoint as ck
 from .budget import BudgetController
 from .config import RunOptions, TrainConfig, warmup_steps
 from .distributed import DistContext
+from .ema import WeightEma
 from .init_schemes import apply_init
 from .rundir import LOCK_NAME, RunLock, check_out_arg, earlier_results, ensure_writable, plan_run_dir
 from .state import RunState
+from .tta import effective_tta
 
 
 @dataclass
@@ -63,6 +66,9 @@ class Job:
     state: RunState
     data_counts: tuple[int, int, int]  # train images, held-out images, skipped files
     budget: BudgetController | None = None  # a budgeted run's plan (engine.run_budgeted sets it)
+    tta: str = "off"  # the test-time augmentation evaluations use (tta.effective_tta of --tta and the flips)
+    ema: WeightEma | None = None  # --ema's average of the weights
+    ema_net: nn.Module | None = None  # a copy of the net that evaluates the average
 
     @property
     def n_train(self) -> int:
@@ -437,18 +443,32 @@ def setup(cfg: TrainConfig, opts: RunOptions, dist: DistContext, out_dir: Path,
     if stored is not None:
         state = RunState.from_json(stored)
         ck.restore_training(stored, tensors, opt, scaler, dev)
+    ema, ema_net = make_ema(net, cfg, stored, tensors, out_dir)
     meta = {"model": cfg.model or None, "model_kwargs": cfg.model_kwargs, "num_classes": train_set.num_classes,
             "in_chans": in_chans, "img_size": size, "mean": mean, "std": std,
             "classes": list(train_set.classes), "dataset": cfg.dataset, "resize": RESIZE_POLICY,
             "data_img_size": train_set.img_size, "data_in_chans": train_set.in_chans,
-            "params": sum(p.numel() for p in net.parameters())}
+            "params": sum(p.numel() for p in net.parameters()), "hflip": hflip, "tta": cfg.tta}
     extra = {"head_params": heads, "num_classes": train_set.num_classes, "in_chans": in_chans,
              "world_size": dist.world}
     return Job(cfg=cfg, opts=opts, dist=dist, out_dir=out_dir, say=say, net=net, model=model, opt=opt,
                scaler=scaler, plan=plan, prep=prep, xtr=xtr, ytr=ytr, xte=xte, yte=yte, pad=pad, hflip=hflip,
                batch=batch, local_batch=batch // dist.world, steps_per_epoch=spe, total_steps=spe * cfg.epochs,
                warmup=warmup_steps(cfg, spe), num_classes=train_set.num_classes, meta=meta, extra_state=extra,
-               state=state, data_counts=(len(train_set), len(test_set), len(train_set.skipped + test_set.skipped)))
+               state=state, data_counts=(len(train_set), len(test_set), len(train_set.skipped + test_set.skipped)),
+               tta=effective_tta(cfg.tta, hflip), ema=ema, ema_net=ema_net)
+
+
+def make_ema(net: nn.Module, cfg: TrainConfig, stored: dict | None, tensors: dict[str, Tensor],
+             out_dir: Path) -> tuple[WeightEma | None, nn.Module | None]:
+    """``--ema``'s average (a resumed run's, from its checkpoint) and the copy of the net that evaluates it."""
+    if not cfg.ema:
+        return None, None
+    ema = WeightEma(net, cfg.ema_decay)
+    if stored is not None and not ema.load(tensors):
+        raise CnnzooError(f"{out_dir}'s checkpoint holds no weight average for --ema: start a new run with "
+                          f"another --out")
+    return ema, copy.deepcopy(net)
 
 
 def report_data(train_set: ImageSet, test_set: ImageSet, out_dir: Path, dist: DistContext,

@@ -35,6 +35,7 @@ class RunState:
     train_s: float = 0.0  # time spent in training steps, all segments
     accum: EpochTotals | None = None  # totals of the partial epoch a mid-epoch checkpoint stopped in
     budget: dict | None = None  # a budgeted run's plan (training/budget.py's BudgetPlan as JSON)
+    best: dict | None = None  # the accuracies of best/'s evaluation (plain, TTA, EMA; which weights it holds)
     started: float = field(default_factory=time.perf_counter, repr=False, compare=False)  # this segment
 
     def elapsed(self) -> float:
@@ -46,7 +47,8 @@ class RunState:
         return {"epoch": self.epoch, "epoch_step": self.epoch_step, "step": self.step, "best_acc": self.best_acc,
                 "best_epoch": self.best_epoch, "history": self.history, "elapsed_s": self.elapsed(),
                 "train_images": self.train_images, "train_s": self.train_s,
-                "accum": None if self.accum is None else vars(self.accum).copy(), "budget": self.budget}
+                "accum": None if self.accum is None else vars(self.accum).copy(), "budget": self.budget,
+                "best": self.best}
 
     @classmethod
     def from_json(cls, d: dict) -> RunState:
@@ -56,4 +58,4 @@ class RunState:
                    history=list(d.get("history", [])), elapsed_s=float(d.get("elapsed_s", 0.0)),
                    train_images=int(d.get("train_images", 0)), train_s=float(d.get("train_s", 0.0)),
                    accum=EpochTotals(float(acc["loss_sum"]), int(acc["correct"]), int(acc["seen"])) if acc else None,
-                   budget=d.get("budget"))
+                   budget=d.get("budget"), best=d.get("best"))
