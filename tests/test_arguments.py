@@ -85,6 +85,8 @@ API = [  # (call, words of the one CnnzooError)
     (lambda: cnnzoo.create_model("resnet20_cifar", depth=99), "resnet20_cifar cannot be built with depth=99"),
     (lambda: cnnzoo.create_model("lenet5", in_chans=2**40), "GiB of weights, more than the"),
     (lambda: cnnzoo.create_model("resnet18", num_classes=10**9), "GiB of weights, more than the"),
+    (lambda: cnnzoo.create_model("resnet18").reset_classifier(10**9),
+     "reset_classifier(1000000000): a 512 x 1000000000 classifier's weights take 1911.1 GiB"),
 ]
 
 

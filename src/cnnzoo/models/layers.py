@@ -371,6 +371,14 @@ class Backbone(nn.Module):
         width = self.head_hidden_size
         ref = next(self.get_classifier().parameters(), None)  # the old head's device and dtype,
         ref = next(self.parameters(), None) if ref is None else ref  # or the net's after a reset to 0
+        dev = ref.device if ref is not None else torch.device("cpu")
+        if num_classes and dev.type != "meta":  # refused before allocating, not by the OOM killer
+            from ..utils.memory import check_fits
+
+            itemsize = ref.element_size() if ref is not None else 4
+            check_fits((width + 1) * num_classes * itemsize, dev,
+                       f"reset_classifier({num_classes}): a {width} x {num_classes} classifier's weights",
+                       "use a smaller class count")
         new = self.new_classifier(width, num_classes) if num_classes else nn.Identity()
         if ref is not None:
             new = new.to(device=ref.device, dtype=ref.dtype)
