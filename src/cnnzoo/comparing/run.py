@@ -357,6 +357,8 @@ def compare(models: str | list[str] | None = None, preset: str | None = None, *,
             f"{info['test_images']} held-out images, {job.num_classes} classes), {epochs} each"
             + (f", demo override of the recipe ({_kv(recipe.demo)}; --no-demo for the full recipe)" if recipe.demo
                else "") + f", device {job.dev} -> {out}")
+        if opts.budget_minutes:  # one-off start-up costs (the plotting library) paid before any net's clock runs
+            report._plt()
         rows = _run_all(names, info, job, say)
         info["total_time_s"] = round(time.perf_counter() - t_start, 1)
         files = _write_outputs(rows, info, out, final=True)
