@@ -55,45 +55,33 @@ def evaluate(
     if out is not None:
         eval_output_paths(out, overwrite)
     dev = resolve_device(device)
-    if isinstance(checkpoint_or_model, nn.Module):
-        model = checkpoint_or_model.to(dev).eval()
-        meta = dict(getattr(model, "cnnzoo_meta", {}) or {})
-        source = type(model).__name__
-    else:
-        source = str(find_checkpoint(checkpoint_or_model))
-        model, meta = load_checkpoint(checkpoint_or_model, device=dev)
-    if dataset is None:
-        dataset = meta.get("dataset")
-        if not dataset:
-            raise CnnzooError(
-                "no data set given and the model does not say what it was trained on: pass --dataset")
-    if isinstance(dataset, ImageSet):
-        data = dataset
-    else:
-        name = canonical_name(dataset)
-        size = img_size or meta.get("img_size")
-        data = load_dataset(name, split, data_dir, img_size=size if name.startswith("folder:") else None)
-    data = match_classes(data, [str(c) for c in meta.get("classes") or []])
+    model, meta, source = _load_target(checkpoint_or_model, dev)
+    data = _eval_data(dataset, meta, split, data_dir, img_size)
     num_classes = int(meta.get("num_classes") or data.num_classes)
     if num_classes != data.num_classes:
         raise CnnzooError(f"the model predicts {num_classes} classes but {data.name} has {data.num_classes}: "
                           f"evaluate it on the data set it was trained for ({meta.get('dataset', '?')})")
-    in_chans = int(meta.get("in_chans") or module_in_chans(model) or data.in_chans)
     size = int(img_size or meta.get("img_size") or data.img_size)
-    mean = tuple(meta.get("mean") or data.mean)
-    std = tuple(meta.get("std") or data.std)
-    if data.in_chans == 3 and len(mean) == 1:
-        mean, std = mean * 3, std * 3
-    prep = BatchPrep(data, size, in_chans, dev, pad=0, hflip=False, channels_last=False, mean=mean, std=std)
-    x, y = data.images.to(dev), data.labels.to(dev)
+    prep = _eval_prep(model, meta, data, size, dev)
+    # a memory-mapped folder stays where it is: BatchPrep sends one batch at a time to the device
+    x, y = (data.images if data.mapped else data.images.to(dev)), data.labels.to(dev)
     views = effective_tta(tta if tta is not None else meta.get("tta", "off"), bool(meta.get("hflip", data.hflip)))
     t = time.perf_counter()
     r = evaluate_tensors(model, x, y, prep, batch_size, num_classes, confusion=True, tta=views)
     dt = time.perf_counter() - t
+    result = _result(r, meta, data, source, views, num_classes, size, dev, dt)
+    if out is not None:
+        write_eval_outputs(result, out, overwrite=overwrite)
+    return result
+
+
+def _result(r: dict, meta: dict, data: ImageSet, source: str, views: str, num_classes: int, size: int,
+            dev: torch.device, dt: float) -> dict:
+    """The JSON-ready result of :func:`evaluate` from :func:`evaluate_tensors`' sums."""
     cm = r["confusion"].cpu()
     n = int(r["n"].item())
     classes = list(meta.get("classes") or data.classes)
-    result = {
+    return {
         "checkpoint": source, "model": meta.get("model"), "dataset": data.name, "split": data.split, "n": n,
         "top1": int(r["top1"].item()) / max(n, 1),
         "tta": views, "top1_tta": int(r["top1_tta"].item()) / max(n, 1) if "top1_tta" in r else None,
@@ -106,9 +94,44 @@ def evaluate(
         "images_per_s": round(n / max(dt, 1e-9), 1),
         "img_size": size, "device": str(dev), "skipped_images": len(data.skipped),
     }
-    if out is not None:
-        write_eval_outputs(result, out, overwrite=overwrite)
-    return result
+
+
+def _load_target(checkpoint_or_model: str | os.PathLike | nn.Module,
+                 dev: torch.device) -> tuple[nn.Module, dict, str]:
+    """The model to evaluate, its metadata and a name for it: a module as given, or a checkpoint's model."""
+    if isinstance(checkpoint_or_model, nn.Module):
+        model = checkpoint_or_model.to(dev).eval()
+        return model, dict(getattr(model, "cnnzoo_meta", {}) or {}), type(model).__name__
+    source = str(find_checkpoint(checkpoint_or_model))
+    model, meta = load_checkpoint(checkpoint_or_model, device=dev)
+    return model, meta, source
+
+
+def _eval_data(dataset: str | ImageSet | None, meta: dict, split: str, data_dir: str | os.PathLike | None,
+               img_size: int | None) -> ImageSet:
+    """The held-out images, by default of the data set the model was trained on, labelled in its classes."""
+    if dataset is None:
+        dataset = meta.get("dataset")
+        if not dataset:
+            raise CnnzooError(
+                "no data set given and the model does not say what it was trained on: pass --dataset")
+    if isinstance(dataset, ImageSet):
+        data = dataset
+    else:
+        name = canonical_name(dataset)
+        size = img_size or meta.get("img_size")
+        data = load_dataset(name, split, data_dir, img_size=size if name.startswith("folder:") else None)
+    return match_classes(data, [str(c) for c in meta.get("classes") or []])
+
+
+def _eval_prep(model: nn.Module, meta: dict, data: ImageSet, size: int, dev: torch.device) -> BatchPrep:
+    """The evaluation preprocessing the checkpoint stores (size, channels, mean/std), no augmentation."""
+    in_chans = int(meta.get("in_chans") or module_in_chans(model) or data.in_chans)
+    mean = tuple(meta.get("mean") or data.mean)
+    std = tuple(meta.get("std") or data.std)
+    if data.in_chans == 3 and len(mean) == 1:
+        mean, std = mean * 3, std * 3
+    return BatchPrep(data, size, in_chans, dev, pad=0, hflip=False, channels_last=False, mean=mean, std=std)
 
 
 def _few(names: list[str], n: int = 4) -> str:
