@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import CnnzooError
+from ..utils.files import file_kind
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                               ".pgm", ".pbm", ".jfif"})
@@ -34,9 +35,6 @@ def is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
-_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
-
 
 class NotRegularFile(OSError):
     """A path that is a FIFO, socket, device or folder: never read (reading a FIFO blocks for ever)."""
@@ -48,7 +46,7 @@ def not_regular(path: str | os.PathLike) -> str | None:
         mode = os.stat(path).st_mode
     except OSError:
         return None
-    return None if stat.S_ISREG(mode) else next((w for f, w in _KINDS if f(mode)), "not a regular file")
+    return file_kind(mode)
 
 
 def open_regular(path: str | os.PathLike):
@@ -61,8 +59,7 @@ def open_regular(path: str | os.PathLike):
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            what = next((w for f, w in _KINDS if f(mode)), "not a regular file")
-            raise NotRegularFile(f"not a regular file ({what})")
+            raise NotRegularFile(f"not a regular file ({file_kind(mode)})")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
@@ -161,51 +158,45 @@ DECODE_CHUNK = 256  # files per worker task: small enough to bound memory, large
 def iter_decoded(paths: Sequence[str], size: int | None, workers: int | None = None, progress: bool = False,
                  desc: str = "decoding", chunk: int = DECODE_CHUNK
                  ) -> Iterator[list[tuple[np.ndarray | None, bool, str]]]:
-    """Decode ``paths`` in order, yielding one list of :func:`decode_file` results per chunk of files.
-
-    A process pool decodes on every core (fork start: the workers only run Pillow and numpy, so start-up is
-    instant), with at most two chunks per worker in flight, so memory holds a few chunks whatever the folder's
-    size. The progress bar shows images/s and the time left.
-    """
-    n = len(paths)
+    """Decode ``paths`` in order, yielding one list of :func:`decode_file` results per chunk of files, with a
+    progress bar that shows images/s and the time left."""
     workers = min(os.cpu_count() or 1, 8) if workers is None else workers
-    tasks = ((list(paths[i:i + chunk]), size) for i in range(0, n, chunk))
+    tasks = ((list(paths[i:i + chunk]), size) for i in range(0, len(paths), chunk))
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, desc=desc, unit="img", leave=False, dynamic_ncols=True)
+        bar = tqdm(total=len(paths), desc=desc, unit="img", leave=False, dynamic_ncols=True)
     try:
-        if workers <= 1 or n < 2000:
-            for t in tasks:
-                res = _decode_chunk(t)
-                if bar is not None:
-                    bar.update(len(res))
-                yield res
-            return
-        import multiprocessing as mp
-        from collections import deque
-
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # "fork() in a multi-threaded process"
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-                pending: deque = deque()
-                for t in tasks:
-                    pending.append(ex.submit(_decode_chunk, t))
-                    if len(pending) >= 2 * workers:
-                        res = pending.popleft().result()
-                        if bar is not None:
-                            bar.update(len(res))
-                        yield res
-                while pending:
-                    res = pending.popleft().result()
-                    if bar is not None:
-                        bar.update(len(res))
-                    yield res
+        serial = workers <= 1 or len(paths) < 2000
+        for res in map(_decode_chunk, tasks) if serial else _pool_decoded(tasks, workers):
+            if bar is not None:
+                bar.update(len(res))
+            yield res
     finally:
         if bar is not None:
             bar.close()
+
+
+def _pool_decoded(tasks: Iterator[tuple[list[str], int | None]],
+                  workers: int) -> Iterator[list[tuple[np.ndarray | None, bool, str]]]:
+    """:func:`_decode_chunk` of each task on a process pool, in order, with at most two tasks per worker in
+    flight, so memory holds a few chunks whatever the folder's size. Fork start: the workers only run Pillow
+    and numpy, so start-up is instant."""
+    import multiprocessing as mp
+    from collections import deque
+
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "fork() in a multi-threaded process"
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+            pending: deque = deque()
+            for t in tasks:
+                pending.append(ex.submit(_decode_chunk, t))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
 
 def decode_files(paths: Sequence[str], size: int, workers: int | None = None,

@@ -113,16 +113,22 @@ def feature_info(model: nn.Module, input_size: Sequence[int] | None = None, name
     return FeatureInfo(stages, size, name or getattr(model, "cnnzoo_name", type(model).__name__))
 
 
-def _stage_modules(model: nn.Module) -> list[str]:
-    stage_modules = getattr(model, "stage_modules", None)
+def _listed(model: nn.Module, method: str, why: str) -> list[str]:
+    """The module names ``model.method()`` lists (a Backbone's ``stage_modules`` or ``feature_chain``); one line
+    saying ``why`` they are needed when the net has no such list."""
+    fn = getattr(model, method, None)
     try:
-        names = stage_modules() if callable(stage_modules) else None
+        names = fn() if callable(fn) else None
     except NotImplementedError:
         names = None
     if not names:
-        raise CnnzooError(f"{type(model).__name__} does not list its stage modules: multi-scale features need a "
-                          f"cnnzoo net (or a cnnzoo.models.layers.Backbone subclass with stage_modules())")
+        raise CnnzooError(f"{type(model).__name__} does not list its {why}: multi-scale features need a cnnzoo "
+                          f"net (or a cnnzoo.models.layers.Backbone subclass with {method}())")
     return list(names)
+
+
+def _stage_modules(model: nn.Module) -> list[str]:
+    return _listed(model, "stage_modules", "stage modules")
 
 
 def take_indices(out_indices: int | Sequence[int] | None, n: int, name: str) -> tuple[int, ...]:
@@ -222,14 +228,7 @@ class FeatureNet(nn.Module):
 
 
 def _feature_chain(model: nn.Module) -> list[str]:
-    chain = getattr(model, "feature_chain", None)
-    try:
-        names = chain() if callable(chain) else None
-    except NotImplementedError:
-        names = None
-    if not names:
-        raise CnnzooError(f"{type(model).__name__} does not list its feature_chain(): multi-scale features need "
-                          f"a cnnzoo net (or a cnnzoo.models.layers.Backbone subclass with feature_chain())")
+    names = _listed(model, "feature_chain", "feature_chain()")
     if any(True for _ in model.parameters(recurse=False)) or any(True for _ in model.buffers(recurse=False)):
         raise CnnzooError(f"{type(model).__name__} holds tensors of its own: a features-only net takes over "
                           f"only its modules")

@@ -34,9 +34,10 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
 
 
-def _kind(mode: int) -> str | None:
-    """What a non-regular file is, in words (``a FIFO``), or None for a regular file."""
-    return next((word for test, word in _KINDS if test(mode)), None if stat.S_ISREG(mode) else "not a file")
+def file_kind(mode: int) -> str | None:
+    """What a non-regular file is, in words (``a FIFO``), or None for a regular file: the one table that readers
+    (:func:`cnnzoo.data.images.open_regular`) and writers (:func:`check_output_path`) both say it with."""
+    return next((word for test, word in _KINDS if test(mode)), None if stat.S_ISREG(mode) else "not a regular file")
 
 
 def written_here(path: str | os.PathLike) -> bool:
@@ -72,7 +73,7 @@ def check_output_path(path: str | os.PathLike, *, overwrite: bool, what: str = "
         return target
     except OSError:  # no permission to look: the write itself will say why
         return target
-    kind = _kind(st.st_mode)
+    kind = file_kind(st.st_mode)
     via = f" (a symlink to {safe_path(target)!r})" if target != p else ""
     if kind == "a folder":
         raise CnnzooError(f"{what} {shown!r}{via} is a folder, not a file name: give a file name inside it, "
