@@ -127,3 +127,31 @@ def test_cli_csv_submission(mnist_ckpt, pngs, tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as e:  # a flag out of range stops in argparse, one line (cnnzoo.utils.ranges)
         main(["predict", str(mnist_ckpt), str(folder), "--topk", "0"])
     assert e.value.code == 2 and "--topk: must be a whole number >= 1, got 0" in capsys.readouterr().err
+
+
+def test_tta_averages_the_views_the_run_allows(mnist_ckpt, pngs, capsys) -> None:
+    """``tta``: the probabilities of the mean logits over the views; MNIST trained without flips, so
+    flip-translate means the shifts only and flip means none (as ``eval``), and the default is the run's own."""
+    from cnnzoo.data.batches import BatchPrep
+    from cnnzoo.training import load_checkpoint
+    from cnnzoo.training.tta import tta_logits
+
+    folder, _, test = pngs
+    model, meta = load_checkpoint(mnist_ckpt)
+    prep = BatchPrep(test, meta["img_size"], meta["in_chans"], torch.device("cpu"), pad=0, hflip=False,
+                     channels_last=False, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
+    files = sorted(folder.glob("*.png"))[:8]
+    with torch.no_grad():
+        x = prep(test.images[:8])
+        shifted = tta_logits(model, x, "translate").softmax(1)
+        plain = model(x).softmax(1)
+    assert not torch.allclose(shifted, plain, atol=1e-4)  # the shifts change the probabilities
+    res = predict(mnist_ckpt, files, topk=1, tta="flip-translate")
+    assert res.tta == "translate"
+    for i, p in enumerate(res.predictions):
+        assert p.prob == pytest.approx(float(shifted[i].max()), abs=1e-5)
+        assert int(p.label) == int(shifted[i].argmax())
+    assert predict(mnist_ckpt, files, tta="flip").tta == "off"
+    assert meta["tta"] == "flip" and predict(mnist_ckpt, files).tta == "off"  # the run's own: no mirrors
+    assert main(["predict", str(mnist_ckpt), *map(str, files), "--tta", "flip-translate"]) == 0
+    assert "8 image(s) classified (translate test-time augmentation)" in capsys.readouterr().out

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..training.config import TTA_MODES
 from ..utils import fmt
 from ..utils.ranges import POSITIVE_INT
 
@@ -24,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", default=None, metavar="imagenet|TAG|PATH",
                    help="classify with published ImageNet weights (imagenet, or a tag such as IMAGENET1K_V1) "
                         "or a weights file, into the weights' categories, with their preprocessing")
+    p.add_argument("--tta", choices=list(TTA_MODES), type=str.lower, default=None,
+                   help="test-time augmentation: probabilities of the mean logits of each image and its mirror "
+                        "(flip), also shifted 1-2 px (flip-translate), or off; mirrors only where the run "
+                        "trained with flips (default: the run's own --tta, as eval)")
     p.add_argument("--topk", type=POSITIVE_INT.argtype(), default=3,
                    help="how many classes to show per image (default 3)")
     p.add_argument("--csv", help="write a Kaggle-style id,label file (id = file stem, or the path relative to "
@@ -43,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
         check_output_path(args.csv, overwrite=args.overwrite, what="--csv")
     res = predict(args.checkpoint, args.images, topk=args.topk, batch_size=args.batch_size,
-                  device=args.device, pretrained=args.pretrained)
+                  device=args.device, pretrained=args.pretrained, tta=args.tta)
     if args.format == "json":
         data = [{"path": p.path, "id": p.id, "label": p.label, "prob": round(p.prob, 6),
                  "topk": [[c, round(q, 6)] for c, q in p.topk]} for p in res.predictions]
@@ -52,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
         rows = [(p.path, p.label, f"{100 * p.prob:.1f}%",
                  "  ".join(f"{c} {100 * q:.1f}%" for c, q in p.topk[1:]) or "-") for p in res.predictions]
         print(fmt.table(rows, ["image", "class", "prob", "next"], align="llrl"))
-        print(f"\n{len(res.predictions)} image(s) classified" + (f", {len(res.skipped)} skipped (unreadable)"
-                                                                    if res.skipped else ""))
+        views = f" ({res.tta} test-time augmentation)" if res.tta != "off" else ""
+        print(f"\n{len(res.predictions)} image(s) classified{views}"
+              + (f", {len(res.skipped)} skipped (unreadable)" if res.skipped else ""))
     if args.csv:
         path = res.write_csv(args.csv, overwrite=args.overwrite)
         print(f"wrote {path} ({len(res.predictions)} rows)",

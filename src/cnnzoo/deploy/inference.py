@@ -41,6 +41,7 @@ class PredictResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     classes: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    tta: str = "off"  # the views each image's probabilities were averaged over (training.tta.effective_tta)
 
     def write_csv(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """A Kaggle-style ``id,label`` file, rows sorted by id (the file stem)."""
@@ -95,6 +96,7 @@ def predict(
     device: str | None = None,
     warn: Callable[[str], None] | None = _stderr_warn,
     pretrained: bool | str | os.PathLike | None = None,
+    tta: str | None = None,
 ) -> PredictResult:
     """Classify image files (or folders of them) with a trained checkpoint.
 
@@ -106,10 +108,14 @@ def predict(
     With ``pretrained`` (``True``/``"imagenet"``, a library's tag, or a weights file) ``checkpoint`` is a
     model name instead: published ImageNet weights (:func:`cnnzoo.models.hub.pretrained_model`), their categories
     as classes and their evaluation transform (shorter side to ``resize``, centre ``crop``, mean, std).
+
+    ``tta`` (``off``, ``flip``, ``flip-translate``; default: the run's own ``--tta``, as ``cnnzoo eval``):
+    probabilities of the mean logits over each image's views, mirrors only where the run trained with flips.
     """
     from ..data.images import DECODE_CHUNK, iter_decoded, match_channels
     from ..training import load_checkpoint
     from ..training.distributed import resolve_device
+    from ..training.tta import effective_tta
     from ..utils.ranges import POSITIVE_INT
 
     topk = POSITIVE_INT.check("topk (--topk)", topk)
@@ -141,6 +147,7 @@ def predict(
     if crop is not None:
         data_size = int(meta["resize"])
 
+    views = effective_tta(tta if tta is not None else meta.get("tta", "off"), bool(meta.get("hflip", False)))
     ids = image_ids(files)
     k = min(topk, len(classes))
     preds: list[Prediction] = []
@@ -159,7 +166,7 @@ def predict(
             for i in range(0, len(good), batch_size):
                 part = good[i:i + batch_size]
                 probs, idx = _classify(model, np.stack([a for _, a in part]), size, in_chans, dev, mean, std,
-                                       crop, classes, k)
+                                       crop, classes, k, views)
                 for (f, _), pr, ix in zip(part, probs, idx, strict=True):
                     top = [(classes[j], float(q)) for j, q in zip(ix, pr, strict=True)]
                     preds.append(Prediction(path=str(f), id=ids[f], label=top[0][0], prob=top[0][1], topk=top))
@@ -168,16 +175,19 @@ def predict(
                           f"{skipped[0][1]})")
     for f, why in skipped if warn is not None else ():
         warn(f"warning: skipped {f}: {why}")
-    return PredictResult(predictions=preds, skipped=skipped, classes=classes, meta=meta)
+    return PredictResult(predictions=preds, skipped=skipped, classes=classes, meta=meta, tta=views)
 
 
 def _classify(model: torch.nn.Module, arrays: np.ndarray, size: int, in_chans: int, dev: torch.device,
               mean: tuple[float, ...], std: tuple[float, ...], crop: int | None, classes: list[str],
-              k: int) -> tuple[list[list[float]], list[list[int]]]:
-    """Top-``k`` probabilities and class indices of one batch of uint8 images, prepared as in evaluation."""
+              k: int, views: str = "off") -> tuple[list[list[float]], list[list[int]]]:
+    """Top-``k`` probabilities and class indices of one batch of uint8 images, prepared as in evaluation,
+    from the mean logits over the test-time views ``views`` (an effective TTA mode)."""
     from ..data import ImageSet
     from ..data.augment import center_crop
     from ..data.batches import BatchPrep
+    from ..training.loop import logits_of
+    from ..training.tta import tta_logits
 
     x = torch.from_numpy(arrays)
     if crop is not None and x.shape[-1] > crop:
@@ -185,9 +195,8 @@ def _classify(model: torch.nn.Module, arrays: np.ndarray, size: int, in_chans: i
     batch = ImageSet(images=x, labels=torch.zeros(len(x), dtype=torch.long), classes=classes, mean=mean,
                      std=std, name="predict", split="predict")
     prep = BatchPrep(batch, size, in_chans, dev, pad=0, hflip=False, channels_last=False, mean=mean, std=std)
-    out = model(prep(x.to(dev)))
-    logits = out[0] if isinstance(out, tuple | list) else out
-    p, idx = logits.float().softmax(dim=1).topk(k, dim=1)
+    logits = tta_logits(lambda t: logits_of(model(t)), prep(x.to(dev)), views)
+    p, idx = logits.softmax(dim=1).topk(k, dim=1)
     return p.cpu().tolist(), idx.cpu().tolist()
 
 
