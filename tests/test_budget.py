@@ -83,6 +83,23 @@ def test_a_budget_that_cannot_hold_one_step_says_so() -> None:
         simulate(5.0, lambda t: 10.0)
 
 
+def test_a_budget_the_final_evaluation_alone_would_overrun_says_so_before_training() -> None:
+    """Nothing is trained when the evaluation that scores the run cannot fit: at the start (the estimate), or at
+    the first fit (the probe steps were slow); a resumed run finishes what it started."""
+    with pytest.raises(BudgetTooSmallError, match="evaluation takes about 40 s here, so the budget of 30 s"):
+        BudgetController(BudgetPlan(budget_s=30.0, end_step=100), FakeClock(2.0), schedule="linear",
+                         warmup_steps=0, eval_s=40.0)
+    with pytest.raises(BudgetTooSmallError, match="at least 93 s"):  # 3 x (20 s spent + 10 s + 1 s tail)
+        simulate(30.0, lambda t: 6.0, eval_s=10.0, start=2.0)
+    ctl, clock, events, lrs, step = simulate(30.0, lambda t: 4.0, eval_s=10.0, start=2.0)  # 14 s + 11 s fit
+    assert events[-1][1] == "end" and clock.t <= 30.0
+    with pytest.raises(BudgetTooSmallError, match="about 8 s"):  # the caller's evaluation counts too
+        BudgetController(BudgetPlan(budget_s=18.0, end_step=100), FakeClock(2.0), schedule="linear",
+                         warmup_steps=0, eval_s=8.0, extra_evals=1)
+    late = BudgetPlan(budget_s=30.0, end_step=100, fitted=True)
+    BudgetController(late, FakeClock(29.0), schedule="linear", warmup_steps=0, step=90, eval_s=5.0)
+
+
 def test_evaluations_that_would_eat_the_budget_are_dropped_on_the_way() -> None:
     ctl, clock, events, lrs, step = simulate(30.0, lambda t: 0.1, eval_s=3.0)
     assert [e for _, e in events] == ["end"] and clock.t <= 30.0 * 1.1
@@ -101,7 +118,8 @@ def test_a_resumed_plan_continues_with_the_budget_already_used() -> None:
 def test_ddp_ranks_take_rank_0s_plan() -> None:
     clock = FakeClock(0.0)
     plan = BudgetPlan(budget_s=100.0, end_step=1000)
-    ctl = BudgetController(plan, clock, schedule="linear", warmup_steps=0, sync=lambda v: [500.0, 7.0])
+    rank0 = {2: [500.0, 7.0], 1: [0.0]}  # rank 0's plan (end step, re-fit window); its verdict: time to train
+    ctl = BudgetController(plan, clock, schedule="linear", warmup_steps=0, sync=lambda v: rank0[len(v)])
     for s in range(1, PROBE_STEPS + 1):
         clock.t += 1.0  # a slower rank: its own numbers would plan fewer steps
         ctl.after_step(s)
@@ -154,11 +172,12 @@ def test_budgeted_run_resumes_its_plan(tmp_path, counter_clock) -> None:
     assert r.stopped is None and r.final_lr == 0.0 and r.budget_s == 2.5 and r.steps > 10
 
 
-def test_a_budget_too_small_for_one_step_is_one_line(tmp_path, counter_clock) -> None:
+def test_a_budget_too_small_to_train_is_one_line(tmp_path, counter_clock) -> None:
     from cnnzoo.errors import CnnzooError
 
-    with pytest.raises(CnnzooError, match="one training step ended .* past the budget of 0.001 s"):
+    with pytest.raises(CnnzooError, match=r"so the budget of 0.001 s leaves no time to train") as e:
         _budget_run(tmp_path / "z", time_budget_s=0.001)
+    assert "\n" not in str(e.value)
 
 
 def test_budgeted_compare_reports_budget_images_and_fractional_epochs(tmp_path, counter_clock) -> None:

@@ -35,7 +35,7 @@ TAIL_S = 1.0  # the run's end besides the last evaluation: result.json, the curv
 
 
 class BudgetTooSmallError(CnnzooError):
-    """Not even one optimizer step fits in the budget."""
+    """Not even one optimizer step, or not the final evaluation, fits in the budget."""
 
 
 def progress_lr_factor(p: float, warmup: float, schedule: str) -> float:
@@ -105,6 +105,7 @@ class BudgetController:
         self._next_fit = step + PROBE_STEPS  # each segment (a resumed one too) measures its own speed first
         if step == 0 and not plan.fitted:
             self.plan.warmup = min(MAX_WARMUP, self.warmup_steps / max(plan.end_step, 1))
+            self._check_final_evaluation_fits(self.clock())  # a resumed run finishes what it started
 
     # ------------------------------------------------------------------------------------- the plan
     def progress(self, step: int) -> float:
@@ -118,6 +119,16 @@ class BudgetController:
     def lr_factor(self, step: int) -> float:
         """The LR multiplier for the step after ``step`` steps are done."""
         return progress_lr_factor(self.progress(step), self.plan.warmup, self.schedule)
+
+    def _check_final_evaluation_fits(self, now: float) -> None:
+        """Raise :class:`BudgetTooSmallError` when what must follow training (the final evaluation, the
+        caller's, the tail) no longer fits in the budget: the run would overrun it with nothing trained."""
+        must = (1 + self.extra_evals) * self.eval_s + self.tail_s
+        if self.sync([float(now + must > self.plan.budget_s)])[0]:  # rank 0's verdict on every rank
+            raise BudgetTooSmallError(
+                f"one held-out evaluation takes about {self.eval_s:.0f} s here, so the budget of "
+                f"{self.plan.budget_s:g} s leaves no time to train ({now:.0f} s already spent): give a budget of "
+                f"at least {3 * (now + must):.0f} s, or evaluate fewer views (--tta off) or images (--test-subset)")
 
     def evals_left(self) -> int:
         """Evaluations still to come, the final one included."""
@@ -153,6 +164,8 @@ class BudgetController:
             pl.step_s = (now - m_time) / (step - m_step)
         while self.evals_left() > 1 and self.evals_left() * self.eval_s > EVAL_SHARE * (pl.budget_s - now):
             pl.evals -= 1  # evaluations on the way are for the curves: fewer when they would eat the budget
+        if not pl.fitted:
+            self._check_final_evaluation_fits(now)
         reserve = (self.evals_left() + self.extra_evals) * self.eval_s + self.tail_s
         left = pl.budget_s - now - reserve
         steps_left = max(0, int(left / pl.step_s)) if pl.step_s > 0 else 1
