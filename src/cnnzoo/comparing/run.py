@@ -310,7 +310,7 @@ def _lost_checkpoint(mdir: Path) -> bool:
 def _check_same_recipe(out: Path, job: CompareJob) -> None:
     """``--resume`` continues the stored comparison's recipe: a changed flag is refused in one line (it used
     to retrain nothing and relabel the leaderboard with the new value)."""
-    from ..training.setup import recipe_changes
+    from ..training.rundir import recipe_changes
 
     try:
         old = json.loads((out / "leaderboard.json").read_text())["rows"]

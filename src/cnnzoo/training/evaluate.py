@@ -17,7 +17,7 @@ from ..errors import CnnzooError
 from .checkpoint import find_checkpoint, load_checkpoint
 from .distributed import resolve_device
 from .loop import evaluate_tensors
-from .setup import module_in_chans
+from .resolved import module_in_chans
 from .tta import effective_tta
 
 
