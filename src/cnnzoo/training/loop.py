@@ -225,8 +225,8 @@ class EpochSegment:
         """Count a step's loss and hits (``step``: the run's steps so far; ``done``: the epoch's); refresh the
         progress bar now and then (a single process then also stops at a non-finite loss)."""
         self.meter.add(loss, out, y, step)
-        spe = self.job.plan.steps_per_epoch
-        if self.bar is not None and (done % max(1, spe // 25) == 0 or done == spe):
+        steps_per_epoch = self.job.plan.steps_per_epoch
+        if self.bar is not None and (done % max(1, steps_per_epoch // 25) == 0 or done == steps_per_epoch):
             _refresh_bar(self.bar, done, self.meter, self.since_mark()[1], self.t_mark)
             if self.job.dist.world == 1:
                 self.check_finite()
@@ -340,11 +340,11 @@ def log_line(h: dict, epochs: int) -> str:
     """One aligned row of the epoch table; ``*`` after the epoch marks a partial epoch (:data:`PARTIAL_NOTE`);
     a budgeted run's rows give the epochs so far as a fraction."""
     if isinstance(h["epoch"], float):
-        ep = f"{h['epoch']:.2f}"
+        epoch = f"{h['epoch']:.2f}"
     else:
-        ep = f"{h['epoch']}/{epochs}" + ("*" if h.get("partial") else "")
+        epoch = f"{h['epoch']}/{epochs}" + ("*" if h.get("partial") else "")
     extra = "".join(f"  {name} {100 * h[k]:.2f}%" for k, name in
                     (("test_acc_tta", "TTA"), ("ema_acc", "EMA"), ("ema_acc_tta", "EMA+TTA")) if h.get(k) is not None)
-    return (f"{ep:>7}  {h['train_loss']:>10.4f}  {100 * h['train_acc']:>8.2f}%  {h['test_loss']:>9.4f}  "
+    return (f"{epoch:>7}  {h['train_loss']:>10.4f}  {100 * h['train_acc']:>8.2f}%  {h['test_loss']:>9.4f}  "
             f"{100 * h['test_acc']:>7.2f}%  {h['lr']:>9.2e}  {h['epoch_time_s']:>7.1f}  "
             f"{h['train_images_per_s']:>7.0f}{extra}")

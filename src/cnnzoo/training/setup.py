@@ -104,6 +104,7 @@ def setup(cfg: TrainConfig, opts: RunOptions, dist: DistContext, out_dir: Path,
     if data is None:
         train_set, test_set = load_data(cfg, opts, dist)
     else:
+        check_loaded_memory(cfg, *data, dist)
         train_set, test_set = subsets(cfg, *data)
     report_data(train_set, test_set, out_dir, dist, say)
     if stored is not None and int(stored.get("num_classes", train_set.num_classes)) != train_set.num_classes:
@@ -221,11 +222,17 @@ def load_data(cfg: TrainConfig, opts: RunOptions, dist: DistContext) -> tuple[Im
     else:
         train_set = load_dataset(cfg.dataset, "train", opts.data_dir)
         test_set = load_dataset(cfg.dataset, "test", opts.data_dir)
-        size = choose_img_size(cfg, name, train_set.img_size)
-        held = sum(ds.images.numel() for ds in (train_set, test_set) if not ds.mapped)
-        check_memory(name, cfg.in_chans or train_set.in_chans, size, local_batch, dev,
-                     data_bytes=0 if dev.type == "cpu" else held, optimizer=cfg.optimizer)
+        check_loaded_memory(cfg, train_set, test_set, dist)
     return subsets(cfg, train_set, test_set)
+
+
+def check_loaded_memory(cfg: TrainConfig, train_set: ImageSet, test_set: ImageSet, dist: DistContext) -> None:
+    """:func:`check_memory` for splits already loaded: the run, and the splits' copy on a GPU."""
+    name, dev = cfg.model or None, dist.device
+    size = choose_img_size(cfg, name, train_set.img_size)
+    held = sum(ds.images.numel() for ds in (train_set, test_set) if not ds.mapped)
+    check_memory(name, cfg.in_chans or train_set.in_chans, size, process_batch(cfg.batch_size, dist.world), dev,
+                 data_bytes=0 if dev.type == "cpu" else held, optimizer=cfg.optimizer)
 
 
 def subsets(cfg: TrainConfig, train_set: ImageSet, test_set: ImageSet) -> tuple[ImageSet, ImageSet]:
