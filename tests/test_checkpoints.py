@@ -181,3 +181,38 @@ def test_a_nan_loss_names_a_checkpoint_only_when_there_is_one(tmp_path):
     with pytest.raises(NonFiniteLossError, match="holds NaN/inf weights too") as e:  # saved after diverging
         check_finite(torch.tensor(12), tmp_path, 1, 1e30)
     assert "last good" not in str(e.value)
+
+
+def _digits_run(out, **kw):
+    return cnnzoo.train("lenet5", "digits", img_size=28, epochs=2, batch_size=64, train_subset=256, test_subset=128,
+                        out=out, save_every_s=None, progress=False, verbose=False, **kw)
+
+
+def test_state_json_holds_the_resolved_config_and_one_from_before_still_resumes_exactly(tmp_path):
+    """state.json's config is the run's resolved config, every derived value filled in (channels, pad, flips,
+    normalisation, TTA views); a state.json written before it held them (only the recipe, in_chans and the
+    model's kwargs) still resumes to the same weights."""
+    import dataclasses
+    import json
+
+    from cnnzoo.training.resolved import RunConfig
+
+    full = _digits_run(tmp_path / "full")
+    cfg = full.config
+    assert (cfg["in_chans"], cfg["img_size"], cfg["pad"], cfg["hflip"], cfg["tta"], cfg["tta_views"]) == \
+        (1, 28, 2, False, "flip", "off")  # digits: the recipe's pad, no flips and so no mirrored views
+    assert list(cfg["mean"]) == [0.3055] and cfg["weights_source"] is None
+    run = RunConfig.from_dict(cfg)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.pad = 0  # type: ignore[misc]
+    _digits_run(tmp_path / "cut", max_steps=5)  # 4 steps per epoch: stops in the second
+    state = tmp_path / "cut" / "last" / "state.json"
+    st = json.loads(state.read_text())
+    old = {k: v for k, v in st["config"].items() if k not in ("mean", "std", "weights_source", "tta_views")}
+    st["config"] = {**old, "hflip": None}  # as written before
+    state.write_text(json.dumps(st))
+    done = _digits_run(tmp_path / "cut", resume=True)
+    assert done.steps == full.steps == 8 and done.config == full.config
+    a, b = ck.read_weights(tmp_path / "full" / "last"), ck.read_weights(tmp_path / "cut" / "last")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["test_acc"] for h in done.history] == [h["test_acc"] for h in full.history]

@@ -190,3 +190,33 @@ def test_choosing_models_and_sizes() -> None:
     assert model_size("alexnet", 32) == (63, "trained at 63x63, its minimum input (asked 32)")
     assert model_size("lenet5", 64)[0] == 32 and model_size("resnet20_cifar", 16) == (16, "")
     assert main(["compare", "--models", "nonet"]) == 2
+
+
+def test_data_is_loaded_once_and_best_is_not_evaluated_again(tmp_path, monkeypatch) -> None:
+    """compare loads the data set once and hands it to each train(); a model's row, eval.json and
+    confusion.png come from the evaluation that chose its best/ (the same numbers cnnzoo.evaluate gives)."""
+    import sys
+
+    import cnnzoo.data
+    from cnnzoo.training import evaluate, setup
+
+    evaluate_mod = sys.modules[evaluate.__module__]
+
+    loads, real_load = [], cnnzoo.data.load_dataset
+    monkeypatch.setattr(cnnzoo.data, "load_dataset", lambda *a, **k: loads.append(a[:2]) or real_load(*a, **k))
+    monkeypatch.setattr(setup, "load_dataset", lambda *a, **k: pytest.fail("train() loaded the data again"))
+    for where in (evaluate_mod, sys.modules["cnnzoo.training"]):
+        monkeypatch.setattr(where, "evaluate", lambda *a, **k: pytest.fail("best/ was evaluated again"))
+    res = compare(models="lenet5,alexnet_cifar", dataset="digits", epochs=1, img_size=8, out=tmp_path / "c",
+                  progress=False, verbose=False, raise_errors=True)
+    assert loads == [("digits", "train"), ("digits", "test")]
+    monkeypatch.undo()
+    for row in res.rows:
+        mdir = Path(row["run_dir"])
+        stored = json.loads((mdir / "result.json").read_text())
+        assert row["top1"] == stored["best_acc"] and row["infer_images_per_s"] > 0
+        ev = json.loads((mdir / "eval.json").read_text())
+        again = cnnzoo.evaluate(mdir / "best")
+        for k in ("top1", "top5", "top1_tta", "loss", "confusion", "per_class", "n"):
+            assert ev[k] == again[k], (row["model"], k)
+        assert (mdir / "confusion.png").stat().st_size > 5000

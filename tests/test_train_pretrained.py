@@ -100,7 +100,7 @@ def test_weights_file_in_chans_come_from_the_first_conv_not_the_first_key(tmp_pa
     from safetensors.torch import save_file
 
     from cnnzoo import create_model
-    from cnnzoo.training.setup import first_conv_in_chans
+    from cnnzoo.training.resolved import first_conv_in_chans
 
     net = create_model("googlenet", num_classes=2)
     sd = {k: v.contiguous() for k, v in net.state_dict().items()}

@@ -28,7 +28,7 @@ from ..errors import CnnzooError
 from ..models.factory import create_model
 from ..models.registry import list_models, model_info, resolve_name
 from ..training.config import ALL_SMALL, PRESET_NAMES, PRESETS, CompareOptions, TrainConfig, demo_for, resolve
-from ..training.rundir import LOCK_NAME, RunLock, check_out_arg, ensure_writable
+from ..training.rundir import LOCK_NAME, RunLock, check_out_arg, dataset_tag, ensure_writable
 from . import report
 
 _ROW_FILE = "compare_row.json"
@@ -74,11 +74,11 @@ def resolve_models(models: str | list[str] | None = None, preset: str | None = N
 
 
 def model_size(name: str, base: int) -> tuple[int, str]:
-    """The size ``name`` trains at for a requested ``base`` size, and a note when it had to move."""
-    info = model_info(name)
-    size = max(base, info.min_size)
-    if info.max_size is not None:
-        size = min(size, info.max_size)
+    """The size ``name`` trains at for a requested ``base`` size (``train``'s rule,
+    :func:`~cnnzoo.training.resolved.fitted_size`), and a note when it had to move."""
+    from ..training.resolved import fitted_size  # deferred: the resolved config imports torch and the data sets
+
+    size = fitted_size(name, base)
     if size > base:
         return size, f"trained at {size}x{size}, its minimum input (asked {base})"
     if size < base:
@@ -89,8 +89,7 @@ def model_size(name: str, base: int) -> tuple[int, str]:
 def _default_out(dataset: str, resume: bool = False) -> Path:
     """``runs/compare-<dataset>``, or ``-2``, ``-3`` ... if that already holds a comparison; with ``resume``
     the newest one that exists (so ``cnnzoo compare --resume`` continues the last run)."""
-    tag = dataset.split(":", 1)[-1].rstrip("/").split("/")[-1] or "folder"
-    base = Path("runs") / f"compare-{tag}"
+    base = Path("runs") / f"compare-{dataset_tag(dataset)}"
     out, last, i = base, base, 2
     while out.exists() and any(out.iterdir()):
         last, out, i = out, base.with_name(f"{base.name}-{i}"), i + 1
@@ -153,18 +152,6 @@ def inference_speed(model: torch.nn.Module, x: torch.Tensor, min_time_s: float =
     return x.shape[0] / max(statistics.median(times), 1e-9)
 
 
-def _eval_batch(meta: dict, dataset: str, data_dir, device: torch.device, n: int = 64) -> torch.Tensor:
-    """``n`` held-out images prepared as in training (size, normalisation), for the inference timing."""
-    from ..data import load_dataset
-    from ..data.batches import BatchPrep
-
-    size = int(meta["img_size"])
-    data = load_dataset(dataset, "test", data_dir, img_size=size if dataset.startswith("folder:") else None)
-    prep = BatchPrep(data, size, int(meta["in_chans"]), device, pad=0, hflip=False, channels_last=False,
-                     mean=tuple(meta["mean"]), std=tuple(meta["std"]))
-    return prep(data.images[:n].to(device))
-
-
 def _history(hist: list[dict]) -> list[dict]:
     keep = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "epoch_time_s", "time_s",
             "images_seen")
@@ -192,22 +179,34 @@ class CompareJob:
     num_classes: int
     in_chans: int
     signature: dict  # what a finished row must match for --resume to skip the model
+    data: dict[int | None, tuple]  # both splits, loaded once: by size for a folder (decoded at it), else at None
+
+    def splits(self, size: int) -> tuple:
+        """Both splits for a model trained at ``size``: a folder is decoded at that size (once per size)."""
+        if not self.cfg.dataset.startswith("folder:"):
+            return self.data[None]
+        if size not in self.data:
+            from ..data import load_dataset
+
+            self.data[size] = tuple(load_dataset(self.cfg.dataset, split, self.opts.data_dir, img_size=size)
+                                    for split in ("train", "test"))
+        return self.data[size]
 
 
 def _run_one(name: str, size: int, note: str, job: CompareJob, fresh: bool = False) -> dict:
     """Train, evaluate and measure one model; returns its leaderboard row (failures become a row too).
     ``fresh``: start it again even under ``--resume`` (its finished run lost its checkpoint)."""
-    from ..training import evaluate, load_checkpoint, train  # deferred: training imports the data sets
+    from ..training import train  # deferred: training imports the data sets
 
     mdir = job.out / "models" / name
     row = _empty_row(name, size, note, mdir)
     t0, o = time.perf_counter(), job.opts
     try:
         row.update(_static_facts(name, job.num_classes, job.in_chans, size))
-        res = train(cfg=replace(job.cfg, model=name, img_size=size), out=mdir, resume=o.resume and not fresh,
-                    overwrite=fresh or not o.resume,  # the budget less what this row's measurements above took:
+        res = train(cfg=replace(job.cfg, model=name, img_size=size), data=job.splits(size), out=mdir,
+                    resume=o.resume and not fresh, overwrite=fresh or not o.resume,  # the budget less what this
                     time_budget_s=max(0.0, o.budget_minutes * 60 - (time.perf_counter() - t0)) if o.budget_minutes
-                    else None, reserve_evals=2 if o.budget_minutes else 0,  # the evaluation and timing below
+                    else None, reserve_evals=1 if o.budget_minutes else 0,  # row's measurements took; the timing
                     data_dir=o.data_dir, device=o.device, progress=o.progress, verbose=False)
         row.update(budget_s=res.budget_s, images_seen=res.images_seen, epochs_seen=res.epochs_seen,
                    final_lr=res.final_lr)
@@ -215,13 +214,11 @@ def _run_one(name: str, size: int, note: str, job: CompareJob, fresh: bool = Fal
                    train_images_per_s=round(res.train_images_per_s, 1), epochs_run=res.epochs_run,
                    stopped=res.stopped, final_top1=res.final_acc, history=_history(res.history),
                    params=res.params or row["params"], checkpoint=res.checkpoint)
-        ev = evaluate(res.checkpoint, dataset=job.cfg.dataset, split="test", data_dir=o.data_dir, device=o.device,
-                      out=mdir, overwrite=True, tta=job.cfg.tta)
+        ev = _best_eval(res, job, mdir)
         row.update(top1=ev["top1"], top1_tta=ev["top1_tta"], tta=ev["tta"], scored_by=res.scored_by,
                    weights=res.best_weights, top5=ev["top5"], confusion_png=str(mdir / "confusion.png"))
-        model, meta = load_checkpoint(res.checkpoint, device=job.dev)
-        x = _eval_batch(meta, job.cfg.dataset, o.data_dir, job.dev)
-        row["infer_images_per_s"] = round(inference_speed(model, x, 0.25 if o.budget_minutes else 1.0), 1)
+        net = res.net.to(memory_format=torch.contiguous_format)
+        row["infer_images_per_s"] = round(inference_speed(net, res.sample, 0.25 if o.budget_minutes else 1.0), 1)
         row["status"] = "ok"
     except Exception as e:  # too small an input, OOM, NaN loss (NonFiniteLossError), or a bug in one model:
         if o.raise_errors:  # it must not cost the other models' results
@@ -234,6 +231,27 @@ def _run_one(name: str, size: int, note: str, job: CompareJob, fresh: bool = Fal
     mdir.mkdir(parents=True, exist_ok=True)
     report.write_atomic(mdir / _ROW_FILE, json.dumps(row, indent=1))
     return row
+
+
+def _best_eval(res, job: CompareJob, mdir: Path) -> dict:
+    """The held-out evaluation of the model's best/ as :func:`cnnzoo.evaluate` reports it, from the one the
+    run made when it chose best/ (``eval.json`` and ``confusion.png`` written into ``mdir``); a run resumed
+    from a checkpoint that holds none is evaluated from best/."""
+    from ..training import evaluate  # first through the package: its ``evaluate`` stays the function
+    from ..training.evaluate import eval_result, write_eval_outputs
+    from ..training.tta import effective_tta
+
+    if res.best_eval is None:
+        return evaluate(res.checkpoint, dataset=job.cfg.dataset, split="test", data_dir=job.opts.data_dir,
+                        device=job.opts.device, out=mdir, overwrite=True, tta=job.cfg.tta)
+    train_set, test_set = job.splits(res.img_size)
+    cfg = res.config
+    result = eval_result(res.best_eval, model=cfg["model"], data=test_set, classes=list(train_set.classes),
+                         checkpoint=res.checkpoint,
+                         tta=effective_tta(cfg["tta"], bool(cfg["hflip"])), weights=res.best_weights,
+                         img_size=res.img_size, device=res.device)
+    write_eval_outputs(result, mdir, overwrite=True)
+    return result
 
 
 def _failed_row_history(row: dict, mdir: Path, t0: float) -> None:
@@ -310,7 +328,7 @@ def _lost_checkpoint(mdir: Path) -> bool:
 def _check_same_recipe(out: Path, job: CompareJob) -> None:
     """``--resume`` continues the stored comparison's recipe: a changed flag is refused in one line (it used
     to retrain nothing and relabel the leaderboard with the new value)."""
-    from ..training.setup import recipe_changes
+    from ..training.rundir import recipe_changes
 
     try:
         old = json.loads((out / "leaderboard.json").read_text())["rows"]
@@ -422,7 +440,8 @@ def _setup(names: list[str], preset: str | None, recipe: _Recipe, opts: CompareO
     signature = {**{k: v for k, v in cfg.to_dict().items() if k != "model"}, "budget_minutes": opts.budget_minutes,
                  "img_size": base}
     job = CompareJob(out=out, cfg=cfg, opts=opts, dev=dev, num_classes=train_set.num_classes,
-                     in_chans=train_set.in_chans, signature=signature)
+                     in_chans=train_set.in_chans, signature=signature,
+                     data={train_set.img_size if cfg.dataset.startswith("folder:") else None: (train_set, test_set)})
     return job, info
 
 

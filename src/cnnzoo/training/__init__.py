@@ -6,8 +6,9 @@ are the API the CLI (``cnnzoo train``, ``cnnzoo eval``) and ``compare``/``predic
 are declared once in :mod:`.config` (torch-free). The names below are imported on first use (PEP 562), so
 ``cnnzoo.training.config`` can be read without importing torch.
 
-Modules: ``config`` (options, recipes), ``setup`` (data, model, optimizer -> ``Job``), ``loop`` (step, epoch,
-evaluation), ``engine`` (``train()``: setup, the epoch loop, the result), ``state`` (``RunState``),
+Modules: ``config`` (options, recipes), ``resolved`` (the run's resolved config), ``setup`` (``Data``,
+``Model``, ``Plan`` -> ``Job``), ``loop`` (step, an epoch's batches, evaluation), ``engine`` (``train()``:
+setup, the one loop, the result), ``state`` (``RunState``),
 ``budget`` (time budgets), ``checkpoint``, ``distributed``, ``evaluate``, ``plots``, ``tta`` (test-time
 augmentation), ``ema`` (the weight average).
 """

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ..errors import CnnzooError
@@ -49,9 +49,11 @@ def option(default: Any = None, help: str = "", *, range: Range | None = None, c
 
 
 # ------------------------------------------------------------------------------------------ the recipe
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a run's weights (saved in every checkpoint's ``state.json``)."""
+    """Everything that determines a run's weights, as asked for (the run's resolved form, with the values it
+    derives from the data and the weights, is :class:`~cnnzoo.training.resolved.RunConfig`). Frozen: a change
+    is a new config (``dataclasses.replace``)."""
 
     model: str = option("lenet5", "registered model name (see `cnnzoo list`)", short="-m")
     dataset: str = option("digits", "digits (embedded), mnist, fashion-mnist, cifar10, cifar100 or folder:PATH",
@@ -298,21 +300,24 @@ def resolve(explicit: dict, demo: bool = False) -> TrainConfig:
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
-    """Normalise and check every field against its declaration (the same words as the CLI's errors)."""
+    """``cfg`` normalised and checked against every field's declaration (the same words as the CLI's errors);
+    a new config when anything was normalised."""
+    changes: dict[str, Any] = {}
     if isinstance(cfg.amp, bool):  # the Python API's amp=True/False
-        cfg.amp = "auto" if cfg.amp else "off"
+        changes["amp"] = "auto" if cfg.amp else "off"
     for f in fields(cfg):
-        v, m = getattr(cfg, f.name), f.metadata
+        v, m = changes.get(f.name, getattr(cfg, f.name)), f.metadata
         if v is None:
             continue
         if m.get("range") is not None:
-            setattr(cfg, f.name, m["range"].check(f.name, v))
+            changes[f.name] = m["range"].check(f.name, v)
         elif m.get("choices"):
             v = str(v).lower()
             if v not in m["choices"]:
                 raise CnnzooError(f"unknown {f.name} {getattr(cfg, f.name)!r}: use one of {', '.join(m['choices'])}")
-            setattr(cfg, f.name, v)
-    cfg.pretrained = pretrained_value(cfg.pretrained)
+            changes[f.name] = v
+    changes["pretrained"] = pretrained_value(cfg.pretrained)
+    cfg = replace(cfg, **changes)
     if cfg.freeze_backbone and cfg.pretrained is None:
         raise CnnzooError("--freeze-backbone needs --pretrained (imagenet, a tag or a weights file): without "
                           "weights there is no backbone to keep; drop --freeze-backbone to train from scratch")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as tdist
+from torch import nn
 
 from ..errors import CnnzooError
 
@@ -108,3 +109,15 @@ def broadcast_flag(flag: bool, dist: DistContext) -> bool:
     t = torch.tensor([1 if flag else 0], device=dist.device)
     tdist.broadcast(t, src=0)
     return bool(t.item())
+
+
+def wrap_ddp(net: nn.Module, sync_bn: bool, dist: DistContext) -> tuple[nn.Module, nn.Module]:
+    """(net, what the step calls): under DDP the DistributedDataParallel wrapper (SyncBatchNorm if asked)."""
+    if dist.world == 1:
+        return net, net
+    cuda = dist.device.type == "cuda"
+    if sync_bn:
+        if not cuda:  # torch's SyncBatchNorm only runs on GPUs
+            raise CnnzooError("--sync-bn needs CUDA devices (torch's SyncBatchNorm is GPU-only): drop it on CPU")
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    return net, nn.parallel.DistributedDataParallel(net, device_ids=[dist.device.index] if cuda else None)

@@ -17,7 +17,7 @@ from ..errors import CnnzooError
 from .checkpoint import find_checkpoint, load_checkpoint
 from .distributed import resolve_device
 from .loop import evaluate_tensors
-from .setup import module_in_chans
+from .resolved import module_in_chans
 from .tta import effective_tta
 
 
@@ -78,21 +78,28 @@ def evaluate(
 def _result(r: dict, meta: dict, data: ImageSet, source: str, views: str, num_classes: int, size: int,
             dev: torch.device, dt: float) -> dict:
     """The JSON-ready result of :func:`evaluate` from :func:`evaluate_tensors`' sums."""
-    cm = r["confusion"].cpu()
     n = int(r["n"].item())
-    classes = list(meta.get("classes") or data.classes)
+    d = max(n, 1)
+    summary = {"n": n, "loss": float(r["loss"].item()) / d, "top1": int(r["top1"].item()) / d,
+               "top1_tta": int(r["top1_tta"].item()) / d if "top1_tta" in r else None,
+               "top5": int(r["top5"].item()) / d if num_classes > 5 else None, "confusion": r["confusion"].cpu()}
+    return eval_result(summary, model=meta.get("model"), data=data, classes=list(meta.get("classes") or data.classes),
+                       checkpoint=source, tta=views, weights=meta.get("weights", "plain"), img_size=size,
+                       device=str(dev), images_per_s=round(n / max(dt, 1e-9), 1))
+
+
+def eval_result(summary: dict, *, model: str | None, data: ImageSet, classes: list, checkpoint: str, tta: str,
+                weights: str, img_size: int, device: str, images_per_s: float | None = None) -> dict:
+    """What :func:`evaluate` returns (and ``eval.json`` holds) from a held-out summary: ``n``, ``loss``,
+    ``top1``, ``top1_tta``, ``top5`` and ``confusion`` (rows: true class), as the training engine's evaluations
+    also give them (:func:`cnnzoo.training.engine.held_out_summary`); per-class metrics from the matrix."""
+    cm = torch.as_tensor(summary["confusion"])
     return {
-        "checkpoint": source, "model": meta.get("model"), "dataset": data.name, "split": data.split, "n": n,
-        "top1": int(r["top1"].item()) / max(n, 1),
-        "tta": views, "top1_tta": int(r["top1_tta"].item()) / max(n, 1) if "top1_tta" in r else None,
-        "weights": meta.get("weights", "plain"),
-        "top5": int(r["top5"].item()) / max(n, 1) if num_classes > 5 else None,
-        "loss": float(r["loss"].item()) / max(n, 1),
-        "classes": classes,
-        "per_class": per_class_metrics(cm, classes),
-        "confusion": cm.tolist(),
-        "images_per_s": round(n / max(dt, 1e-9), 1),
-        "img_size": size, "device": str(dev), "skipped_images": len(data.skipped),
+        "checkpoint": checkpoint, "model": model, "dataset": data.name, "split": data.split, "n": summary["n"],
+        "top1": summary["top1"], "tta": tta, "top1_tta": summary["top1_tta"], "weights": weights,
+        "top5": summary["top5"], "loss": summary["loss"], "classes": classes,
+        "per_class": per_class_metrics(cm, classes), "confusion": cm.tolist(), "images_per_s": images_per_s,
+        "img_size": img_size, "device": device, "skipped_images": len(data.skipped),
     }
 
 

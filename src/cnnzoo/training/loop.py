@@ -1,8 +1,9 @@
-"""The pieces of the training loop, each testable alone: LR schedule, loss, one step, one epoch, evaluation.
+"""The pieces of the training loop, each testable alone: LR schedule, loss, one step, an epoch's batches and
+metrics, evaluation. The loop itself is the engine's (:func:`cnnzoo.training.engine.run`).
 
-:func:`train_step` is the step the benchmark times too (:mod:`cnnzoo.benchmarking`). :func:`train_epoch`
-runs one epoch of a set-up :class:`~cnnzoo.training.setup.Job` from its plan; metrics are accumulated on the
-device and read once per epoch (and when the progress bar refreshes): no host sync per step.
+:func:`train_step` is the step the benchmark times too (:mod:`cnnzoo.benchmarking`). An :class:`EpochSegment`
+gives the engine an epoch's batches from its plan; metrics are accumulated on the device and read once per
+epoch (and when the progress bar refreshes): no host sync per step.
 """
 
 from __future__ import annotations
@@ -101,6 +102,12 @@ def set_lr(opt: torch.optim.Optimizer, factor: float) -> None:
         g["lr"] = g["base_lr"] * factor
 
 
+def current_lr(opt: torch.optim.Optimizer) -> float:
+    """The LR the optimizer steps with now: its head's (the backbone of a fine-tuned net learns at a fraction)."""
+    return next((g["lr"] for g in opt.param_groups if str(g.get("name", "head")).startswith("head")),
+                opt.param_groups[0]["lr"])
+
+
 def freeze_bn_stats(net: nn.Module, every: bool = False) -> None:
     """BatchNorm layers whose parameters are all frozen (or, with ``every``, all of them) keep their running
     statistics (eval mode); their affine parameters still train unless frozen."""
@@ -114,7 +121,8 @@ def freeze_bn_stats(net: nn.Module, every: bool = False) -> None:
 # ------------------------------------------------------------------------------------------ an epoch
 @dataclass
 class EpochResult:
-    """What :func:`train_epoch` did: totals over all ranks, steps done, the training seconds of the segment."""
+    """What an :class:`EpochSegment` did: totals over all ranks, steps done, the training seconds since the
+    segment began or its last mid-epoch save."""
 
     loss_sum: float
     correct: int
@@ -124,6 +132,7 @@ class EpochResult:
     images: int  # images trained in that time, all ranks
     stopped: str | None  # "max_steps" when the step limit ended the epoch early; a budget's "eval" or "end"
     local: EpochTotals  # this process's sums (what a mid-epoch checkpoint keeps)
+    t_start: float = 0.0  # perf_counter() when the segment began (an epoch's time in the log)
 
 
 class EpochMeter:
@@ -161,66 +170,81 @@ class EpochMeter:
         return EpochTotals(tl.item(), int(tc.item()), int(ts.item()))
 
 
-def train_epoch(job: Job, epoch: int, first: int, totals: EpochTotals | None,
-                save_partial: Callable[[int, EpochTotals, float, int], None]) -> EpochResult:
-    """Steps ``first``..end of ``epoch`` (the plan from ``(seed, epoch)``, so a resumed epoch continues it).
+class EpochSegment:
+    """The steps of one epoch that a run does in one go, from where the epoch stands to its end or a stop: the
+    batches drawn from ``(seed, epoch)`` (so a resumed epoch continues its plan), the metrics on the device, the
+    progress bar and the training timer. The engine's loop steps through it; it keeps no run state."""
 
-    ``totals``: the partial epoch's sums when resuming mid-epoch. ``save_partial(steps_done, totals, train_s,
-    images)`` writes a mid-epoch checkpoint every ``save_every_s`` (single process)."""
-    cfg, dist, dev, opts = job.cfg, job.dist, job.plan.device, job.opts
-    perm, dy, dx, flip = epoch_plan(cfg.seed, epoch, job.n_train, job.pad, job.hflip, dev, cfg.flip)
-    boxes = (epoch_boxes(cfg.seed, epoch, job.n_train, job.xtr.shape[-2], job.xtr.shape[-1], cfg.crop_scale, dev)
-             if cfg.crop_scale else None)
-    job.model.train()
-    if cfg.freeze_backbone:
-        freeze_bn_stats(job.net)
-    if cfg.freeze_bn:
-        freeze_bn_stats(job.net, every=True)
-    meter = EpochMeter(dev, totals if first else None)
-    bar = _progress_bar(job, epoch, first)
-    t_seg, seen_seg, last_save = time.perf_counter(), meter.seen, time.perf_counter()
-    spe, b, lb, stopped, i = job.steps_per_epoch, job.batch, job.local_batch, None, first - 1
-    try:
-        for i in range(first, spe):
-            set_lr(job.opt, job.budget.lr_factor(job.state.step) if job.budget is not None
-                   else lr_factor(job.state.step, job.total_steps, job.warmup, cfg.schedule))
-            s = slice(i * b + dist.rank * lb, i * b + (dist.rank + 1) * lb)
-            idx = perm[s]
-            # index_select, not x[idx]: the same copy, faster on the CPU (no advanced-indexing machinery)
-            bx = boxes.index_select(0, idx) if boxes is not None else None
-            xb, yb = job.prep.sample(job.xtr, idx, dy[s], dx[s], flip[s], bx), job.ytr.index_select(0, idx)
-            loss, out = train_step(job.model, job.opt, xb, yb, job.plan.autocast, job.scaler,
-                                   cfg.label_smoothing, cfg.aux_weight)
-            job.state.step += 1
-            if job.ema is not None:
-                job.ema.update(job.net, job.state.step - 1)
-            meter.add(loss, out, yb, job.state.step)
-            if bar is not None and ((i + 1) % max(1, spe // 25) == 0 or i + 1 == spe):
-                _refresh_bar(bar, i + 1, meter, (meter.seen - seen_seg) * dist.world, t_seg)
-                if dist.world == 1:
-                    check_finite(meter.bad_step, job.out_dir, epoch, cfg.lr)
-            if job.budget is not None:
-                stopped = job.budget.after_step(job.state.step)  # "eval" or "end" of a budgeted run's plan
-            if stopped is None and opts.max_steps is not None and job.state.step >= opts.max_steps:
-                stopped = "max_steps"
-            if stopped is not None:
-                break
-            if (opts.save_every_s and dist.world == 1 and i + 1 < spe
-                    and time.perf_counter() - last_save > opts.save_every_s):
-                check_finite(meter.bad_step, job.out_dir, epoch, cfg.lr)
-                save_partial(i + 1, meter.totals(), time.perf_counter() - t_seg, meter.seen - seen_seg)
-                t_seg, seen_seg, last_save = time.perf_counter(), meter.seen, time.perf_counter()
-    finally:
-        if bar is not None:
-            bar.close()
-    if dist.world > 1:
-        all_reduce_(meter.bad_step, op="max")
-    check_finite(meter.bad_step, job.out_dir, epoch, cfg.lr)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    train_s, local = time.perf_counter() - t_seg, meter.totals()
-    return EpochResult(**vars(meter.reduced(dist)), steps_done=i + 1, train_s=train_s,
-                       images=(meter.seen - seen_seg) * dist.world, stopped=stopped, local=local)
+    def __init__(self, job: Job, epoch: int, first: int, totals: EpochTotals | None) -> None:
+        """``first``: the step of the epoch to start at; ``totals``: the partial epoch's sums when resuming
+        mid-epoch."""
+        self.t_start = time.perf_counter()
+        cfg, dev, images = job.cfg, job.model.speed.device, job.data.train.images
+        n = len(job.data.train)
+        self.job, self.epoch = job, epoch
+        self.perm, self.dy, self.dx, self.flip = epoch_plan(cfg.seed, epoch, n, cfg.pad, cfg.hflip, dev, cfg.flip)
+        self.boxes = (epoch_boxes(cfg.seed, epoch, n, images.shape[-2], images.shape[-1], cfg.crop_scale, dev)
+                      if cfg.crop_scale else None)
+        job.model.ddp_net.train()
+        if cfg.freeze_backbone:
+            freeze_bn_stats(job.model.net)
+        if cfg.freeze_bn:
+            freeze_bn_stats(job.model.net, every=True)
+        self.meter = EpochMeter(dev, totals if first else None)
+        self.bar = _progress_bar(job, epoch, first)
+        self.mark()
+
+    def __enter__(self) -> EpochSegment:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def mark(self) -> None:
+        """Start the training timer (at the start, and after a mid-epoch save accounted for what came before)."""
+        self.t_mark, self.seen_mark = time.perf_counter(), self.meter.seen
+
+    def since_mark(self) -> tuple[float, int]:
+        """(training seconds, images of all processes) since :meth:`mark`."""
+        return time.perf_counter() - self.t_mark, (self.meter.seen - self.seen_mark) * self.job.dist.world
+
+    def batch(self, i: int) -> tuple[Tensor, Tensor]:
+        """This process's share of the epoch's batch ``i``: augmented inputs and their labels."""
+        job, plan = self.job, self.job.plan
+        start = i * plan.batch + job.dist.rank * plan.local_batch
+        s = slice(start, start + plan.local_batch)
+        idx = self.perm[s]
+        # index_select, not x[idx]: the same copy, faster on the CPU (no advanced-indexing machinery)
+        boxes = self.boxes.index_select(0, idx) if self.boxes is not None else None
+        train = job.data.train
+        return (job.data.prep.sample(train.images, idx, self.dy[s], self.dx[s], self.flip[s], boxes),
+                train.labels.index_select(0, idx))
+
+    def add(self, loss: Tensor, out: Tensor | tuple, y: Tensor, step: int, done: int) -> None:
+        """Count a step's loss and hits (``step``: the run's steps so far; ``done``: the epoch's); refresh the
+        progress bar now and then (a single process then also stops at a non-finite loss)."""
+        self.meter.add(loss, out, y, step)
+        steps_per_epoch = self.job.plan.steps_per_epoch
+        if self.bar is not None and (done % max(1, steps_per_epoch // 25) == 0 or done == steps_per_epoch):
+            _refresh_bar(self.bar, done, self.meter, self.since_mark()[1], self.t_mark)
+            if self.job.dist.world == 1:
+                self.check_finite()
+
+    def check_finite(self) -> None:
+        check_finite(self.meter.bad_step, self.job.out_dir, self.epoch, self.job.cfg.lr)
+
+    def finish(self, steps_done: int, stopped: str | None) -> EpochResult:
+        """The segment's totals over all processes, after checking every process's losses were finite."""
+        dist, dev = self.job.dist, self.job.model.speed.device
+        if dist.world > 1:
+            all_reduce_(self.meter.bad_step, op="max")
+        self.check_finite()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        train_s, images = self.since_mark()
+        return EpochResult(**vars(self.meter.reduced(dist)), steps_done=steps_done, train_s=train_s, images=images,
+                           stopped=stopped, local=self.meter.totals(), t_start=self.t_start)
 
 
 def _progress_bar(job: Job, epoch: int, first: int):  # -> tqdm | None
@@ -228,7 +252,7 @@ def _progress_bar(job: Job, epoch: int, first: int):  # -> tqdm | None
         return None
     from tqdm.auto import tqdm  # deferred: tqdm's import is slow and only progress bars need it
 
-    return tqdm(total=job.steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{job.cfg.epochs}",
+    return tqdm(total=job.plan.steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{job.cfg.epochs}",
                 unit="step", leave=False, dynamic_ncols=True)
 
 
@@ -316,11 +340,11 @@ def log_line(h: dict, epochs: int) -> str:
     """One aligned row of the epoch table; ``*`` after the epoch marks a partial epoch (:data:`PARTIAL_NOTE`);
     a budgeted run's rows give the epochs so far as a fraction."""
     if isinstance(h["epoch"], float):
-        ep = f"{h['epoch']:.2f}"
+        epoch = f"{h['epoch']:.2f}"
     else:
-        ep = f"{h['epoch']}/{epochs}" + ("*" if h.get("partial") else "")
+        epoch = f"{h['epoch']}/{epochs}" + ("*" if h.get("partial") else "")
     extra = "".join(f"  {name} {100 * h[k]:.2f}%" for k, name in
                     (("test_acc_tta", "TTA"), ("ema_acc", "EMA"), ("ema_acc_tta", "EMA+TTA")) if h.get(k) is not None)
-    return (f"{ep:>7}  {h['train_loss']:>10.4f}  {100 * h['train_acc']:>8.2f}%  {h['test_loss']:>9.4f}  "
+    return (f"{epoch:>7}  {h['train_loss']:>10.4f}  {100 * h['train_acc']:>8.2f}%  {h['test_loss']:>9.4f}  "
             f"{100 * h['test_acc']:>7.2f}%  {h['lr']:>9.2e}  {h['epoch_time_s']:>7.1f}  "
             f"{h['train_images_per_s']:>7.0f}{extra}")

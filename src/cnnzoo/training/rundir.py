@@ -17,12 +17,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import CnnzooError
+from .config import RunOptions, TrainConfig
+
+if TYPE_CHECKING:
+    from .distributed import DistContext
 
 LOCK_NAME = ".cnnzoo.lock"
 _TAKEOVER_GUARD_AGE_S = 30.0  # a take-over guard older than this was left by a process killed mid take-over
@@ -274,3 +281,93 @@ def plan_run_dir(run_dir: str | os.PathLike, resume: bool, overwrite: bool) -> R
         return RunPlan(resume_from=None, replace=tuple(n for n in names if (run_dir / n).exists()),
                        note=f"replacing the run in {run_dir} (--overwrite)")
     return RunPlan(resume_from=None)
+
+
+# ------------------------------------------------------------------------------- a run's folder
+def dataset_tag(dataset: str) -> str:
+    """A data set's name in folder names: its own name, or a ``folder:PATH``'s folder name (the one naming
+    rule of ``runs/MODEL-DATASET`` and ``runs/compare-DATASET``)."""
+    if dataset.startswith("folder:"):
+        return Path(dataset[len("folder:"):]).expanduser().resolve().name or "folder"
+    return dataset
+
+
+def default_out(cfg: TrainConfig) -> Path:
+    """``runs/MODEL-DATASET``, or ``-2``, ``-3`` ... when that already holds a run."""
+    from .checkpoint import find_resume
+
+    base = Path("runs") / f"{cfg.model or 'model'}-{dataset_tag(cfg.dataset)}"
+    out, i = base, 2
+    while find_resume(out) is not None or earlier_results(out) or (out / LOCK_NAME).exists():
+        out, i = base.with_name(f"{base.name}-{i}"), i + 1  # another run's folder, or one in use
+    return out
+
+
+def prepare_out(out: Path) -> None:
+    """Create the run folder and prove it is writable before any training starts; clear stale temp folders."""
+    from .checkpoint import clean_stale_tmp
+
+    ensure_writable(out)
+    clean_stale_tmp(out)
+
+
+def open_run_dir(cfg: TrainConfig, opts: RunOptions, dist: DistContext,
+                 say: Callable[[str], None] = lambda s: None) -> tuple[Path, Path | None, RunLock | None]:
+    """The run folder (locked, made and proven writable), the checkpoint to resume from, if any, and the lock,
+    which the caller releases when the run ends (rank 0 holds it; training/rundir.py).
+
+    A second run on the same folder stops in one line naming the first's pid. A folder holding a run needs
+    ``resume`` (continue) or ``overwrite`` (start again); ``resume`` with nothing to resume from starts a new
+    run and says so, but never over an earlier run's best/ or metrics.jsonl (``plan_run_dir``)."""
+    out_dir = check_out_arg(opts.out) or default_out(cfg)
+    lock = RunLock(out_dir).acquire() if dist.rank == 0 else None  # before prepare_out cleans .tmp-* there
+    try:
+        if dist.rank == 0:
+            prepare_out(out_dir)
+        dist.barrier()
+        plan = plan_run_dir(out_dir, opts.resume, opts.overwrite)
+        dist.barrier()
+        if dist.rank == 0:
+            for name in plan.replace:
+                p = out_dir / name
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        dist.barrier()
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    if plan.note:
+        say(plan.note)
+    return out_dir, plan.resume_from, lock
+
+
+def resumed_config(cfg: TrainConfig, explicit: dict, stored: dict, out_dir: Path) -> TrainConfig:
+    """The stored run's config; the model, data set and weights asked for must match it; ``epochs`` may
+    extend it."""
+    old = TrainConfig.from_dict(stored.get("config", {}))
+    for key in ("model", "dataset", "pretrained"):
+        if explicit.get(key) and explicit[key] != getattr(old, key):
+            raise CnnzooError(f"{out_dir} holds a run with {key}={getattr(old, key)!r}, not "
+                              f"{explicit[key]!r}: drop --resume or pick another --out")
+    if explicit.get("epochs") is not None:
+        old = replace(old, epochs=int(explicit["epochs"]))  # a resumed run may be extended
+    changed = recipe_changes(cfg, old, [k for k in explicit if k not in ("model", "dataset", "pretrained", "epochs")])
+    if changed:  # a flag the resumed run would silently ignore (it continues its stored recipe)
+        raise CnnzooError(f"{out_dir} holds a run trained with {changed[0][1]}; --resume continues that recipe, "
+                          f"so {changed[0][2]} would be ignored: drop it, or start a new run (another --out, or "
+                          f"--overwrite)")
+    return old
+
+
+def recipe_changes(new: TrainConfig, old: TrainConfig, keys) -> list[tuple[str, str, str]]:
+    """``(field, old as flags, new as flags)`` for each of ``keys`` whose value differs between two recipes
+    (compared as JSON, so a tuple and the list it was stored as are equal)."""
+    def flag(k: str, v) -> str:
+        return f"--{k.replace('_', '-')} {v}"
+
+    out = []
+    for k in keys:
+        a, b = getattr(new, k, None), getattr(old, k, None)
+        if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
+            out.append((k, flag(k, b), flag(k, a)))
+    return out

@@ -1,16 +1,16 @@
-"""Setting a run up: its folder, the data, the model, the optimizer and the run state, as one :class:`Job`.
+"""Setting a run up from its resolved config: the data, the model and the plan of steps, each built once.
 
-:func:`setup` calls the steps in the order that makes a run reproducible and resumable bit for bit: the
-global seed before the model is built, the weights, the optimizer, then the saved optimizer, scaler and RNG
-states of a resumed run.
+:func:`setup` calls the builders in the order that makes a run reproducible and resumable bit for bit: the
+global seed; the data on the device (:func:`build_data` -> :class:`Data`); the model with published or file
+weights, a resumed run's weights, the optimizer and a resumed run's optimizer, scaler and RNG states
+(:func:`build_model` -> :class:`Model`); the batches and steps (:func:`plan_steps` -> :class:`Plan`).
 """
 
 from __future__ import annotations
 
 import copy
-import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -26,150 +26,150 @@ from ..utils.memory import available_memory
 from . import checkpoint as ck
 from .budget import BudgetController
 from .config import RunOptions, TrainConfig, warmup_steps
-from .distributed import DistContext
+from .distributed import DistContext, wrap_ddp
 from .ema import WeightEma
 from .init_schemes import apply_init
-from .rundir import LOCK_NAME, RunLock, check_out_arg, earlier_results, ensure_writable, plan_run_dir
+from .resolved import RunConfig, choose_img_size, resolve_run
 from .state import RunState
-from .tta import effective_tta
+
+
+@dataclass(frozen=True)
+class Data:
+    """Both splits as the run uses them (:func:`build_data`): images and labels on the device (a memory-mapped
+    folder's images stay where they are; batches are gathered from it), and the batch preparation."""
+
+    train: ImageSet
+    test: ImageSet
+    prep: BatchPrep  # crops, flips, normalisation and resizing; its pad and hflip are the run's
+    skipped: int  # unreadable files skipped while loading, both splits
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+
+@dataclass
+class Model:
+    """The net and what trains it (:func:`build_model`)."""
+
+    net: nn.Module
+    ddp_net: nn.Module  # what the step calls: ``net``, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    speed: SpeedPlan  # AMP, channels_last, fused optimizer and GEMM weight gradients on this device
+    heads: list[str]  # the classifier's parameter names (fine-tuning: the new head)
+    ema: WeightEma | None = None  # --ema's average of the weights
+    ema_net: nn.Module | None = None  # a copy of the net that evaluates the average
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Batches and steps of a run of ``epochs`` (:func:`plan_steps`); a budgeted run's
+    :class:`~.budget.BudgetController` re-fits the run's length to the clock."""
+
+    batch: int  # the global batch (all processes)
+    local_batch: int  # this process's share
+    steps_per_epoch: int
+    total_steps: int
+    warmup: int  # warm-up steps
 
 
 @dataclass
 class Job:
-    """Everything a run works with once set up (:func:`setup`); the loop's functions take it."""
+    """A set-up run (:func:`setup`): the engine's loop works on it."""
 
-    cfg: TrainConfig
+    cfg: RunConfig
     opts: RunOptions
     dist: DistContext
     out_dir: Path
     say: Callable[..., None]
-    net: nn.Module  # the model
-    model: nn.Module  # what the step calls: ``net`` or its DDP wrapper
-    opt: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler | None
-    plan: SpeedPlan
-    prep: BatchPrep
-    xtr: Tensor
-    ytr: Tensor
-    xte: Tensor
-    yte: Tensor
-    pad: int
-    hflip: bool
-    batch: int  # global batch
-    local_batch: int  # this process's share
-    steps_per_epoch: int
-    total_steps: int
-    warmup: int
-    num_classes: int
-    meta: dict  # what every checkpoint's model.safetensors carries (model, classes, size, mean, std ...)
-    extra_state: dict  # what state.json carries besides the run state (head, classes, world size)
+    data: Data
+    model: Model
+    plan: Plan
     state: RunState
-    data_counts: tuple[int, int, int]  # train images, held-out images, skipped files
-    budget: BudgetController | None = None  # a budgeted run's plan (engine.run_budgeted sets it)
-    tta: str = "off"  # the test-time augmentation evaluations use (tta.effective_tta of --tta and the flips)
-    ema: WeightEma | None = None  # --ema's average of the weights
-    ema_net: nn.Module | None = None  # a copy of the net that evaluates the average
-
-    @property
-    def n_train(self) -> int:
-        return self.xtr.shape[0]
+    meta: dict  # what every checkpoint's model.safetensors carries (model, classes, size, mean, std ...)
+    extra_state: dict  # what state.json carries besides the run state and the config (head, classes, world)
+    budget: BudgetController | None = None  # a budgeted run's plan (the engine sets it)
 
 
-# --------------------------------------------------------------------------------------- run folder
-def default_out(cfg: TrainConfig) -> Path:
-    """``runs/MODEL-DATASET``, or ``-2``, ``-3`` ... when that already holds a run."""
-    ds = cfg.dataset
-    if ds.startswith("folder:"):
-        ds = Path(ds[len("folder:"):]).expanduser().resolve().name or "folder"
-    base = Path("runs") / f"{cfg.model or 'model'}-{ds}"
-    out, i = base, 2
-    while ck.find_resume(out) is not None or earlier_results(out) or (out / LOCK_NAME).exists():
-        out, i = base.with_name(f"{base.name}-{i}"), i + 1  # another run's folder, or one in use
-    return out
+# ------------------------------------------------------------------------------------------- setup
+def setup(cfg: TrainConfig, opts: RunOptions, dist: DistContext, out_dir: Path,
+          resume: tuple[Path | None, dict | None, dict[str, Tensor]], module: nn.Module | None,
+          say: Callable[..., None], data: tuple[ImageSet, ImageSet] | None = None) -> Job:
+    """Data, model, plan and run state of a run; ``resume``: (checkpoint folder, its state.json and state
+    tensors) to continue from, or (None, None, {}); ``data``: both splits already loaded (at the size the
+    run trains at, for a folder), else they are loaded here."""
+    resume_from, stored, tensors = resume
+    torch.manual_seed(cfg.seed)
+    if data is None:
+        train_set, test_set = load_data(cfg, opts, dist)
+    else:
+        check_loaded_memory(cfg, *data, dist)
+        train_set, test_set = subsets(cfg, *data)
+    report_data(train_set, test_set, out_dir, dist, say)
+    if stored is not None and int(stored.get("num_classes", train_set.num_classes)) != train_set.num_classes:
+        raise CnnzooError(f"{out_dir} was trained with {stored['num_classes']} classes but {cfg.dataset} now "
+                          f"has {train_set.num_classes}: start a new run with another --out")
+    size = choose_img_size(cfg, cfg.model or None, train_set.img_size)
+    run = resolve_run(cfg, train_set, size, module, stored)
+    speed = speed_plan(run.model or None, dist.device, run.amp, run.channels_last, run.gemm_wgrad,
+                       warn=dist.rank == 0)
+    model = build_model(run, module, train_set.num_classes, speed, dist, (resume_from, stored, tensors), say)
+    ready = build_data(run, train_set, test_set, speed, dist.device)
+    if module is None:
+        check_forward(model.net, ready.prep, ready.train.images, run.model)
+    state = RunState.from_json(stored) if stored is not None else RunState()
+    return Job(cfg=run, opts=opts, dist=dist, out_dir=out_dir, say=say, data=ready, model=model,
+               plan=plan_steps(run, len(train_set), dist.world), state=state, meta=checkpoint_meta(run, ready, model),
+               extra_state={"head_params": model.heads, "num_classes": train_set.num_classes,
+                            "in_chans": run.in_chans, "world_size": dist.world})
 
 
-def prepare_out(out: Path) -> None:
-    """Create the run folder and prove it is writable before any training starts; clear stale temp folders."""
-    ensure_writable(out)
-    ck.clean_stale_tmp(out)
-
-
-def open_run_dir(cfg: TrainConfig, opts: RunOptions, dist: DistContext,
-                 say: Callable[[str], None] = lambda s: None) -> tuple[Path, Path | None, RunLock | None]:
-    """The run folder (locked, made and proven writable), the checkpoint to resume from, if any, and the lock,
-    which the caller releases when the run ends (rank 0 holds it; training/rundir.py).
-
-    A second run on the same folder stops in one line naming the first's pid. A folder holding a run needs
-    ``resume`` (continue) or ``overwrite`` (start again); ``resume`` with nothing to resume from starts a new
-    run and says so, but never over an earlier run's best/ or metrics.jsonl (``plan_run_dir``)."""
-    out_dir = check_out_arg(opts.out) or default_out(cfg)
-    lock = RunLock(out_dir).acquire() if dist.rank == 0 else None  # before prepare_out cleans .tmp-* there
-    try:
-        if dist.rank == 0:
-            prepare_out(out_dir)
-        dist.barrier()
-        plan = plan_run_dir(out_dir, opts.resume, opts.overwrite)
-        dist.barrier()
-        if dist.rank == 0:
-            for name in plan.replace:
-                p = out_dir / name
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        dist.barrier()
-    except BaseException:
-        if lock is not None:
-            lock.release()
-        raise
-    if plan.note:
-        say(plan.note)
-    return out_dir, plan.resume_from, lock
-
-
-def resumed_config(cfg: TrainConfig, explicit: dict, stored: dict, out_dir: Path) -> TrainConfig:
-    """The stored run's config; the model, data set and weights asked for must match it; ``epochs`` may
-    extend it."""
-    old = TrainConfig.from_dict(stored.get("config", {}))
-    for key in ("model", "dataset", "pretrained"):
-        if explicit.get(key) and explicit[key] != getattr(old, key):
-            raise CnnzooError(f"{out_dir} holds a run with {key}={getattr(old, key)!r}, not "
-                              f"{explicit[key]!r}: drop --resume or pick another --out")
-    if explicit.get("epochs") is not None:
-        old.epochs = int(explicit["epochs"])  # a resumed run may be extended
-    changed = recipe_changes(cfg, old, [k for k in explicit if k not in ("model", "dataset", "pretrained", "epochs")])
-    if changed:  # a flag the resumed run would silently ignore (it continues its stored recipe)
-        raise CnnzooError(f"{out_dir} holds a run trained with {changed[0][1]}; --resume continues that recipe, "
-                          f"so {changed[0][2]} would be ignored: drop it, or start a new run (another --out, or "
-                          f"--overwrite)")
-    return old
-
-
-def recipe_changes(new: TrainConfig, old: TrainConfig, keys) -> list[tuple[str, str, str]]:
-    """``(field, old as flags, new as flags)`` for each of ``keys`` whose value differs between two recipes
-    (compared as JSON, so a tuple and the list it was stored as are equal)."""
-    import json
-
-    def flag(k: str, v) -> str:
-        return f"--{k.replace('_', '-')} {v}"
-
-    out = []
-    for k in keys:
-        a, b = getattr(new, k, None), getattr(old, k, None)
-        if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
-            out.append((k, flag(k, b), flag(k, a)))
-    return out
+def checkpoint_meta(cfg: RunConfig, data: Data, model: Model) -> dict:
+    """What every checkpoint's ``model.safetensors`` carries: all ``predict``, ``eval`` and ``export`` need."""
+    return {"model": cfg.model or None, "model_kwargs": cfg.model_kwargs, "num_classes": data.num_classes,
+            "in_chans": cfg.in_chans, "img_size": cfg.img_size, "mean": list(cfg.mean), "std": list(cfg.std),
+            "classes": list(data.train.classes), "dataset": cfg.dataset, "resize": RESIZE_POLICY,
+            "data_img_size": data.train.img_size, "data_in_chans": data.train.in_chans,
+            "params": sum(p.numel() for p in model.net.parameters()), "hflip": cfg.hflip, "tta": cfg.tta}
 
 
 # --------------------------------------------------------------------------------------------- data
-def choose_img_size(cfg: TrainConfig, model_name: str | None, native: int) -> int:
-    """``--img-size``, else the data's size moved into the model's accepted range [min_size, max_size]."""
-    if cfg.img_size:
-        return int(cfg.img_size)
-    if not model_name:
-        return native
-    from ..models.registry import model_info  # deferred: the registry imports every model file
+def process_batch(batch: int, world: int) -> int:
+    """One process's share of a global batch."""
+    return max(1, batch // world)
 
-    info = model_info(model_name)
-    size = max(native, info.min_size)
-    return min(size, info.max_size) if info.max_size else size
+
+def build_data(cfg: RunConfig, train_set: ImageSet, test_set: ImageSet, speed: SpeedPlan,
+               dev: torch.device) -> Data:
+    """Both splits on ``dev`` (one copy each) and their :class:`~cnnzoo.data.batches.BatchPrep`."""
+    on_dev = [replace(ds, images=to_device(ds.images, dev, ds.mapped), labels=to_device(ds.labels, dev))
+              for ds in (train_set, test_set)]
+    prep = BatchPrep(train_set, cfg.img_size, cfg.in_chans, dev, cfg.pad, cfg.hflip, speed.channels_last,
+                     cfg.mean, cfg.std)
+    prep.build_table(on_dev[0].images)
+    return Data(train=on_dev[0], test=on_dev[1], prep=prep, skipped=len(train_set.skipped + test_set.skipped))
+
+
+def to_device(t: Tensor, dev: torch.device, mapped: bool = False) -> Tensor:
+    """One copy onto ``dev`` (from pinned memory on CUDA); a memory-mapped set stays where it is (batches are
+    gathered from it and sent over one at a time)."""
+    if mapped:
+        return t
+    if dev.type == "cuda":
+        t = t.pin_memory()
+    return t.to(dev, non_blocking=True)
+
+
+def plan_steps(cfg: TrainConfig, n_train: int, world: int) -> Plan:
+    """Batches and steps of ``cfg.epochs`` over ``n_train`` images; the last partial batch of an epoch is
+    dropped, so every step has the same size (and the same on every process)."""
+    batch = min(cfg.batch_size, n_train)
+    if batch % world:
+        raise CnnzooError(f"batch size {batch} does not split over {world} processes: use a multiple of {world}")
+    steps_per_epoch = n_train // batch
+    return Plan(batch=batch, local_batch=process_batch(batch, world), steps_per_epoch=steps_per_epoch,
+                total_steps=steps_per_epoch * cfg.epochs, warmup=warmup_steps(cfg, steps_per_epoch))
 
 
 def run_peak_bytes(model_name: str, in_chans: int, size: int, batch: int, optimizer: str = "sgd") -> int | None:
@@ -208,10 +208,11 @@ def check_memory(model_name: str | None, in_chans: int, size: int, batch: int, d
                           f"{device.type}: use a smaller --img-size or --batch-size")
 
 
-def load_data(cfg: TrainConfig, opts: RunOptions, dist: DistContext) -> tuple[ImageSet, ImageSet, int]:
-    """Both splits (seeded subsets if asked) and the size to train at; refuses what cannot fit in memory."""
+def load_data(cfg: TrainConfig, opts: RunOptions, dist: DistContext) -> tuple[ImageSet, ImageSet]:
+    """Both splits at the size the run trains at (a folder is decoded at it), seeded subsets if asked;
+    refuses what cannot fit in memory."""
     name, dev, progress = cfg.model or None, dist.device, opts.progress and dist.rank == 0
-    local_batch = max(1, cfg.batch_size // dist.world)
+    local_batch = process_batch(cfg.batch_size, dist.world)
     if cfg.dataset.startswith("folder:"):  # one scan of the folder: its default size, image and class counts
         info = dataset_info(cfg.dataset, opts.data_dir, img_size=cfg.img_size or None)
         size = choose_img_size(cfg, name, info.img_size)
@@ -221,40 +222,56 @@ def load_data(cfg: TrainConfig, opts: RunOptions, dist: DistContext) -> tuple[Im
     else:
         train_set = load_dataset(cfg.dataset, "train", opts.data_dir)
         test_set = load_dataset(cfg.dataset, "test", opts.data_dir)
-        size = choose_img_size(cfg, name, train_set.img_size)
-        held = sum(ds.images.numel() for ds in (train_set, test_set) if not ds.mapped)
-        check_memory(name, cfg.in_chans or train_set.in_chans, size, local_batch, dev,
-                     data_bytes=0 if dev.type == "cpu" else held, optimizer=cfg.optimizer)
-    for ds, n in ((train_set, cfg.train_subset), (test_set, cfg.test_subset)):
+        check_loaded_memory(cfg, train_set, test_set, dist)
+    return subsets(cfg, train_set, test_set)
+
+
+def check_loaded_memory(cfg: TrainConfig, train_set: ImageSet, test_set: ImageSet, dist: DistContext) -> None:
+    """:func:`check_memory` for splits already loaded: the run, and the splits' copy on a GPU."""
+    name, dev = cfg.model or None, dist.device
+    size = choose_img_size(cfg, name, train_set.img_size)
+    held = sum(ds.images.numel() for ds in (train_set, test_set) if not ds.mapped)
+    check_memory(name, cfg.in_chans or train_set.in_chans, size, process_batch(cfg.batch_size, dist.world), dev,
+                 data_bytes=0 if dev.type == "cpu" else held, optimizer=cfg.optimizer)
+
+
+def subsets(cfg: TrainConfig, train_set: ImageSet, test_set: ImageSet) -> tuple[ImageSet, ImageSet]:
+    """``--train-subset`` / ``--test-subset``: seeded random subsets in their original order (the sets as
+    given when no subset is asked, or when it is not smaller)."""
+    out = []
+    for ds, n, seed in ((train_set, cfg.train_subset, cfg.seed), (test_set, cfg.test_subset, cfg.seed + 1)):
         if n and n < len(ds):
-            g = torch.Generator().manual_seed(cfg.seed + (0 if ds is train_set else 1))
-            sub = ds.subset(torch.randperm(len(ds), generator=g)[:n].sort().values)
-            ds.images, ds.labels, ds.paths = sub.images, sub.labels, sub.paths
-    return train_set, test_set, size
+            g = torch.Generator().manual_seed(seed)
+            ds = ds.subset(torch.randperm(len(ds), generator=g)[:n].sort().values)
+        out.append(ds)
+    return out[0], out[1]
 
 
 # -------------------------------------------------------------------------------------------- model
-def first_conv_in_chans(sd: dict[str, Tensor], model_name: str, model_kwargs: dict) -> int | None:
-    """Input channels the weights' first conv takes: found under the key of the registered net's first conv
-    in module order (a safetensors file sorts its keys, so GoogLeNet's ``aux1.conv`` comes before ``conv1``);
-    a file with other key names falls back to its first 4-D weight, and loading it then says what differs."""
-    from ..models.factory import create_model
-    from .ckpt_check import first_conv
-
-    with torch.device("meta"):
-        first = first_conv(create_model(model_name, **model_kwargs))
-    w = sd.get(first[0]) if first else None
-    if w is not None and w.dim() == 4:
-        return int(w.shape[1]) * first[1]
-    return next((int(v.shape[1]) for v in sd.values() if v.dim() == 4), None)
-
-
-def module_in_chans(net: nn.Module) -> int | None:
-    """Input channels of a net's first conv (None when a Linear comes first)."""
-    for m in net.modules():
-        if isinstance(m, nn.Conv2d | nn.Linear):
-            return m.in_channels if isinstance(m, nn.Conv2d) else None
-    return None
+def build_model(cfg: RunConfig, module: nn.Module | None, num_classes: int, speed: SpeedPlan, dist: DistContext,
+                resume: tuple[Path | None, dict | None, dict[str, Tensor]], say: Callable[..., None]) -> Model:
+    """The net on the device (a resumed run's weights loaded), its optimizer and GradScaler (a resumed run's
+    states and RNG put back), the DDP wrapper and the weight average."""
+    resume_from, stored, tensors = resume
+    net, heads = (module, head_param_names(module)) if module is not None else \
+        _registered_net(cfg, num_classes, stored, say)
+    if module is not None:
+        apply_init(net, cfg.init)
+    if stored is not None:
+        heads = stored.get("head_params", heads)
+    net.to(dist.device)
+    if speed.channels_last:
+        net.to(memory_format=torch.channels_last)
+    if resume_from is not None:
+        load_weights(net, resume_from, cfg, dist.device)
+    opt = make_optimizer(param_groups(net, cfg, set(heads)), cfg, speed)
+    scaler = torch.amp.GradScaler("cuda") if speed.grad_scaler else None
+    net, ddp_net = wrap_ddp(net, cfg.sync_bn, dist)
+    if stored is not None:
+        ck.restore_training(stored, tensors, opt, scaler, dist.device)
+    ema, ema_net = make_ema(net, cfg, stored, tensors, resume_from)
+    return Model(net=net, ddp_net=ddp_net, optimizer=opt, scaler=scaler, speed=speed, heads=heads, ema=ema,
+                 ema_net=ema_net)
 
 
 def head_param_names(net: nn.Module) -> list[str]:
@@ -269,62 +286,23 @@ def head_param_names(net: nn.Module) -> list[str]:
     return [prefix + n for n, _ in last[1].named_parameters()]
 
 
-def make_model(cfg: TrainConfig, module: nn.Module | None, data: ImageSet, stored: dict | None,
-               say: Callable[..., None]) -> tuple[nn.Module, int, list[str]]:
-    """(model, in_chans, head parameter names): the registered net (with ``--pretrained`` weights and a new
-    head), or the user's module; a resumed run keeps its stored channel count and head."""
-    if module is not None:
-        net = module
-        apply_init(net, cfg.init)
-        in_chans = cfg.in_chans or module_in_chans(net) or data.in_chans
-        heads = head_param_names(net)
-    else:
-        net, in_chans, heads = _registered_model(cfg, data, stored, say)
-    if stored is not None:
-        heads = stored.get("head_params", heads)
-    return net, in_chans, heads
-
-
-def _registered_model(cfg: TrainConfig, data: ImageSet, stored: dict | None,
-                      say: Callable[..., None]) -> tuple[nn.Module, int, list[str]]:
-    """The registered net, with published weights (``--pretrained imagenet`` or a library's tag, through
-    :mod:`cnnzoo.models.hub`) or a weights file, and a new head; a resumed run's own weights are loaded later."""
+def _registered_net(cfg: RunConfig, num_classes: int, stored: dict | None,
+                    say: Callable[..., None]) -> tuple[nn.Module, list[str]]:
+    """The registered net and its head's parameter names: with published weights (``--pretrained imagenet``
+    or a library's tag, through :mod:`cnnzoo.models.hub`) or a weights file and a new head; a resumed run's
+    own weights are loaded later."""
     from ..models.factory import create_model
-    from ..models.hub import build_kwargs, parse_pretrained
     from ..models.hub import load_weights as load_published
-    from ..models.pretrained import read_state_dict
 
-    parsed = parse_pretrained(cfg.pretrained)
-    tag = parsed is not None and parsed[0] == "tag"
-    pre_sd = read_state_dict(parsed[1]) if parsed and not tag and stored is None else None
-    cfg.model_kwargs = {**build_kwargs(cfg.model, cfg.pretrained), **cfg.model_kwargs}  # e.g. GoogLeNet's
-    in_chans = cfg.in_chans or (3 if tag else None)
-    if not in_chans and pre_sd:
-        in_chans = first_conv_in_chans(pre_sd, cfg.model, cfg.model_kwargs)
-    in_chans = in_chans or data.in_chans
-    if stored is not None:
-        in_chans = int(stored.get("in_chans", in_chans))
-    net = create_model(cfg.model, num_classes=data.num_classes, in_chans=in_chans, **cfg.model_kwargs)
+    net = create_model(cfg.model, num_classes=num_classes, in_chans=cfg.in_chans, **cfg.model_kwargs)
     apply_init(net, cfg.init)  # from scratch: before any pretrained weights are loaded
     heads = head_param_names(net)
-    if parsed is not None and stored is None:
+    if cfg.weights_source is not None and stored is None:
         reset = load_published(net, cfg.model, cfg.pretrained)["reset"]
         own = dict(net.named_parameters())
         heads = [k for k in reset if k in own] or heads
         say(f"fine-tuning from {cfg.pretrained}: new head {', '.join(heads) or '-'}")
-    return net, in_chans, heads
-
-
-def input_normalisation(cfg: TrainConfig, data: ImageSet) -> tuple[list[float], list[float]]:
-    """Mean and std of the inputs: published weights' own (what they were trained with), else the training
-    split's. Decided from the config alone, so a resumed run normalises as it began."""
-    from ..models.hub import parse_pretrained, published_weights
-
-    parsed = parse_pretrained(cfg.pretrained) if cfg.model else None
-    if parsed is not None and parsed[0] == "tag":
-        pw = published_weights(cfg.model, parsed[1])
-        return list(pw.mean), list(pw.std)
-    return list(data.mean), list(data.std)
+    return net, heads
 
 
 def load_weights(net: nn.Module, ckpt: Path, cfg: TrainConfig, dev: torch.device) -> None:
@@ -336,6 +314,18 @@ def load_weights(net: nn.Module, ckpt: Path, cfg: TrainConfig, dev: torch.device
         first = next((s.strip() for s in str(e).splitlines()[1:] if s.strip()), str(e))
         raise CnnzooError(f"the checkpoint in {ckpt} does not fit {cfg.model or 'the model'} as built now "
                           f"({first[:120]}): start a new run with another --out") from e
+
+
+def make_ema(net: nn.Module, cfg: TrainConfig, stored: dict | None, tensors: dict[str, Tensor],
+             resume_from: Path | None) -> tuple[WeightEma | None, nn.Module | None]:
+    """``--ema``'s average (a resumed run's, from its checkpoint) and the copy of the net that evaluates it."""
+    if not cfg.ema:
+        return None, None
+    ema = WeightEma(net, cfg.ema_decay)
+    if stored is not None and not ema.load(tensors):
+        raise CnnzooError(f"{resume_from.parent}'s checkpoint holds no weight average for --ema: start a new run with "
+                          f"another --out")
+    return ema, copy.deepcopy(net)
 
 
 # ---------------------------------------------------------------------------------------- optimizer
@@ -377,100 +367,6 @@ def make_optimizer(groups: list[dict], cfg: TrainConfig, plan: SpeedPlan) -> tor
                            weight_decay=cfg.weight_decay, fused=fused)
 
 
-def wrap_ddp(net: nn.Module, cfg: TrainConfig, dist: DistContext) -> tuple[nn.Module, nn.Module]:
-    """(net, what the step calls): under DDP the DistributedDataParallel wrapper (SyncBatchNorm if asked)."""
-    if dist.world == 1:
-        return net, net
-    cuda = dist.device.type == "cuda"
-    if cfg.sync_bn:
-        if not cuda:  # torch's SyncBatchNorm only runs on GPUs
-            raise CnnzooError("--sync-bn needs CUDA devices (torch's SyncBatchNorm is GPU-only): drop it on CPU")
-        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-    return net, nn.parallel.DistributedDataParallel(net, device_ids=[dist.device.index] if cuda else None)
-
-
-def to_device(t: Tensor, dev: torch.device, mapped: bool = False) -> Tensor:
-    """One copy onto ``dev`` (from pinned memory on CUDA); a memory-mapped set stays where it is (batches are
-    gathered from it and sent over one at a time)."""
-    if mapped:
-        return t
-    if dev.type == "cuda":
-        t = t.pin_memory()
-    return t.to(dev, non_blocking=True)
-
-
-# ------------------------------------------------------------------------------------------- setup
-def setup(cfg: TrainConfig, opts: RunOptions, dist: DistContext, out_dir: Path,
-          resume: tuple[Path | None, dict | None, dict[str, Tensor]], module: nn.Module | None,
-          say: Callable[..., None]) -> Job:
-    """Data, model, optimizer and run state of a run; ``resume``: (checkpoint folder, its state.json and
-    state tensors) to continue from, or (None, None, {})."""
-    resume_from, stored, tensors = resume
-    torch.manual_seed(cfg.seed)
-    train_set, test_set, size = load_data(cfg, opts, dist)
-    report_data(train_set, test_set, out_dir, dist, say)
-    if stored is not None and int(stored.get("num_classes", train_set.num_classes)) != train_set.num_classes:
-        raise CnnzooError(f"{out_dir} was trained with {stored['num_classes']} classes but {cfg.dataset} now "
-                          f"has {train_set.num_classes}: start a new run with another --out")
-    net, in_chans, heads = make_model(cfg, module, train_set, stored, say)
-    cfg.in_chans = in_chans
-    dev = dist.device
-    plan = speed_plan(cfg.model or None, dev, cfg.amp, cfg.channels_last, cfg.gemm_wgrad, warn=dist.rank == 0)
-    net.to(dev)
-    if plan.channels_last:
-        net.to(memory_format=torch.channels_last)
-    if resume_from is not None:
-        load_weights(net, resume_from, cfg, dev)
-    opt = make_optimizer(param_groups(net, cfg, set(heads)), cfg, plan)
-    scaler = torch.amp.GradScaler("cuda") if plan.grad_scaler else None
-    net, model = wrap_ddp(net, cfg, dist)
-    xtr, ytr = to_device(train_set.images, dev, train_set.mapped), to_device(train_set.labels, dev)
-    xte, yte = to_device(test_set.images, dev, test_set.mapped), to_device(test_set.labels, dev)
-    hflip = train_set.hflip if cfg.hflip is None else bool(cfg.hflip)
-    pad = cfg.pad if cfg.pad is not None else max(0, train_set.img_size // 8)
-    mean, std = input_normalisation(cfg, train_set)
-    prep = BatchPrep(train_set, size, in_chans, dev, pad, hflip, plan.channels_last, mean, std)
-    prep.build_table(xtr)
-    if module is None:
-        check_forward(net, prep, xtr, cfg.model)
-    n = len(train_set)
-    batch = min(cfg.batch_size, n)
-    if batch % dist.world:
-        raise CnnzooError(f"batch size {batch} does not split over {dist.world} processes: use a multiple of "
-                          f"{dist.world}")
-    spe = n // batch  # drop the last partial batch: every step has the same size (and the same on every rank)
-    state = RunState()
-    if stored is not None:
-        state = RunState.from_json(stored)
-        ck.restore_training(stored, tensors, opt, scaler, dev)
-    ema, ema_net = make_ema(net, cfg, stored, tensors, out_dir)
-    meta = {"model": cfg.model or None, "model_kwargs": cfg.model_kwargs, "num_classes": train_set.num_classes,
-            "in_chans": in_chans, "img_size": size, "mean": mean, "std": std,
-            "classes": list(train_set.classes), "dataset": cfg.dataset, "resize": RESIZE_POLICY,
-            "data_img_size": train_set.img_size, "data_in_chans": train_set.in_chans,
-            "params": sum(p.numel() for p in net.parameters()), "hflip": hflip, "tta": cfg.tta}
-    extra = {"head_params": heads, "num_classes": train_set.num_classes, "in_chans": in_chans,
-             "world_size": dist.world}
-    return Job(cfg=cfg, opts=opts, dist=dist, out_dir=out_dir, say=say, net=net, model=model, opt=opt,
-               scaler=scaler, plan=plan, prep=prep, xtr=xtr, ytr=ytr, xte=xte, yte=yte, pad=pad, hflip=hflip,
-               batch=batch, local_batch=batch // dist.world, steps_per_epoch=spe, total_steps=spe * cfg.epochs,
-               warmup=warmup_steps(cfg, spe), num_classes=train_set.num_classes, meta=meta, extra_state=extra,
-               state=state, data_counts=(len(train_set), len(test_set), len(train_set.skipped + test_set.skipped)),
-               tta=effective_tta(cfg.tta, hflip), ema=ema, ema_net=ema_net)
-
-
-def make_ema(net: nn.Module, cfg: TrainConfig, stored: dict | None, tensors: dict[str, Tensor],
-             out_dir: Path) -> tuple[WeightEma | None, nn.Module | None]:
-    """``--ema``'s average (a resumed run's, from its checkpoint) and the copy of the net that evaluates it."""
-    if not cfg.ema:
-        return None, None
-    ema = WeightEma(net, cfg.ema_decay)
-    if stored is not None and not ema.load(tensors):
-        raise CnnzooError(f"{out_dir}'s checkpoint holds no weight average for --ema: start a new run with "
-                          f"another --out")
-    return ema, copy.deepcopy(net)
-
-
 def report_data(train_set: ImageSet, test_set: ImageSet, out_dir: Path, dist: DistContext,
                 say: Callable[..., None]) -> None:
     """The data sets' own reports (skipped files ...), and ``skipped_images.txt`` when files were skipped."""
@@ -483,11 +379,11 @@ def report_data(train_set: ImageSet, test_set: ImageSet, out_dir: Path, dist: Di
                           overwrite=True)
 
 
-def check_forward(net: nn.Module, prep: BatchPrep, xtr: Tensor, name: str) -> None:
+def check_forward(net: nn.Module, prep: BatchPrep, images: Tensor, name: str) -> None:
     """A bad size fails here with the model's own message, before any epoch."""
     from ..models.registry import model_info
 
     model_info(name)
     with torch.no_grad():
         net.eval()
-        net(prep(xtr[:2]))
+        net(prep(images[:2]))
