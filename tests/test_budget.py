@@ -93,7 +93,7 @@ def test_a_budget_the_final_evaluation_alone_would_overrun_says_so_before_traini
         simulate(30.0, lambda t: 6.0, eval_s=10.0, start=2.0)
     ctl, clock, events, lrs, step = simulate(30.0, lambda t: 4.0, eval_s=10.0, start=2.0)  # 14 s + 11 s fit
     assert events[-1][1] == "end" and clock.t <= 30.0
-    with pytest.raises(BudgetTooSmallError, match="about 8 s"):  # the caller's evaluation counts too
+    with pytest.raises(BudgetTooSmallError, match="about 8.0 s"):  # the caller's evaluation counts too
         BudgetController(BudgetPlan(budget_s=18.0, end_step=100), FakeClock(2.0), schedule="linear",
                          warmup_steps=0, eval_s=8.0, extra_evals=1)
     late = BudgetPlan(budget_s=30.0, end_step=100, fitted=True)

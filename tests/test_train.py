@@ -230,8 +230,8 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() for v in w.values() if v.is_floating_point())
 
 
-def test_a_time_budget_that_cannot_hold_one_step_stops_in_one_line(tmp_path):
-    with pytest.raises(CnnzooError, match="past the budget of 0 s"):  # budgeted runs: tests/test_budget.py
+def test_a_time_budget_that_cannot_hold_training_stops_in_one_line(tmp_path):
+    with pytest.raises(CnnzooError, match="the budget of 0 s leaves no time to train"):  # tests/test_budget.py
         _small_run(tmp_path / "b", time_budget_s=0.0)
 
 

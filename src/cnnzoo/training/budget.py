@@ -38,6 +38,11 @@ class BudgetTooSmallError(CnnzooError):
     """Not even one optimizer step, or not the final evaluation, fits in the budget."""
 
 
+def _secs(x: float) -> str:
+    """Seconds for a message: a decimal below 10 s."""
+    return f"{x:.1f}" if x < 10 else f"{x:.0f}"
+
+
 def progress_lr_factor(p: float, warmup: float, schedule: str) -> float:
     """Multiplier of the base LR at progress ``p`` (0 at the first step, 1 at the plan's end).
 
@@ -126,9 +131,10 @@ class BudgetController:
         must = (1 + self.extra_evals) * self.eval_s + self.tail_s
         if self.sync([float(now + must > self.plan.budget_s)])[0]:  # rank 0's verdict on every rank
             raise BudgetTooSmallError(
-                f"one held-out evaluation takes about {self.eval_s:.0f} s here, so the budget of "
-                f"{self.plan.budget_s:g} s leaves no time to train ({now:.0f} s already spent): give a budget of "
-                f"at least {3 * (now + must):.0f} s, or evaluate fewer views (--tta off) or images (--test-subset)")
+                f"one held-out evaluation takes about {_secs(self.eval_s)} s here, so the budget of "
+                f"{self.plan.budget_s:g} s leaves no time to train ({_secs(now)} s already spent): give a budget "
+                f"of at least {_secs(3 * (now + must))} s, or evaluate fewer views (--tta off) or images "
+                f"(--test-subset)")
 
     def evals_left(self) -> int:
         """Evaluations still to come, the final one included."""
