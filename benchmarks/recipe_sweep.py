@@ -40,6 +40,7 @@ VARIANTS: dict[str, dict] = {
     "b128lr0.2ema": dict(batch_size=128, lr=0.2, ema=True),
     "wu0.25ema": dict(warmup_epochs=0.25, ema=True),
     "tta": dict(tta="flip-translate"),
+    "b128lr0.2tta": dict(batch_size=128, lr=0.2, tta="flip-translate"),
 }
 
 

@@ -132,7 +132,7 @@ class BudgetController:
         if self.sync([float(now + must > self.plan.budget_s)])[0]:  # rank 0's verdict on every rank
             raise BudgetTooSmallError(
                 f"one held-out evaluation takes about {_secs(self.eval_s)} s here, so the budget of "
-                f"{self.plan.budget_s:g} s leaves no time to train ({_secs(now)} s already spent): give a budget "
+                f"{self.plan.budget_s:.3g} s leaves no time to train ({_secs(now)} s already spent): give a budget "
                 f"of at least {_secs(3 * (now + must))} s, or evaluate fewer views (--tta off) or images "
                 f"(--test-subset)")
 

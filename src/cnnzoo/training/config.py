@@ -172,7 +172,7 @@ class RunOptions:
                                          "finishes, when the budget does", range=NONNEG_FLOAT,
                                          flag="--time-budget", metavar="SECONDS", default_text="none")
     reserve_evals: int = option(0, "evaluations the caller runs after a budgeted run, kept inside its budget "
-                                "(compare: its own evaluation and inference timing)", range=NONNEG_INT, cli=False)
+                                "(each costs what the run's own evaluations cost)", range=NONNEG_INT, cli=False)
     max_steps: int | None = option(None, "stop after this many optimizer steps (mid-epoch; --resume continues "
                                    "there)", range=POSITIVE_INT, default_text="none")
     save_every_s: float | None = option(600.0, "also save DIR/last mid-epoch this often", range=POSITIVE_FLOAT,
