@@ -26,13 +26,17 @@ _WRAPPER = textwrap.dedent("""
     except SystemExit as e:
         rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     heavy = sorted(m for m in ("torch", "torchvision", "numpy", "matplotlib") if m in sys.modules)
-    print("\\n@@" + json.dumps({"rc": rc, "heavy": heavy, "omp": os.environ.get("OMP_WAIT_POLICY")}))
+    print("\\n@@" + json.dumps({"rc": rc, "heavy": heavy, "omp": os.environ.get("OMP_WAIT_POLICY"),
+                                "spin": os.environ.get("GOMP_SPINCOUNT")}))
 """)
+
+
+OMP_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
 def _run(args: list[str], env: dict | None = None) -> tuple[dict, str, str]:
     p = subprocess.run([sys.executable, "-c", _WRAPPER, *args], capture_output=True, text=True, timeout=120,
-                       env={**{k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}, **(env or {})})
+                       env={**{k: v for k, v in os.environ.items() if k not in OMP_KEYS}, **(env or {})})
     out, _, tail = p.stdout.rpartition("\n@@")
     assert tail, f"no result from {args}: rc {p.returncode}\n{p.stderr[-2000:]}"
     return json.loads(tail), out, p.stderr
@@ -82,9 +86,10 @@ def test_list_served_from_cache_without_torch(tmp_path):
     assert "torch" not in some["heavy"]
     names = [d["name"] for d in json.loads(out3)]
     assert names and all(n.startswith("resnet1") for n in names) and "resnet18_cifar" in names
-    # a command that works gets OpenMP workers that sleep rather than spin (unless the user chose)
-    assert again["omp"] == "PASSIVE"
-    assert _run(["list"], {**env, "OMP_WAIT_POLICY": "ACTIVE"})[0]["omp"] == "ACTIVE"
+    # a command gets OpenMP workers that spin briefly, then sleep (unless the user chose a policy or a spin)
+    assert (again["omp"], again["spin"]) == (None, "10000")
+    assert _run(["list"], {**env, "OMP_WAIT_POLICY": "ACTIVE"})[0] == {**again, "omp": "ACTIVE", "spin": None}
+    assert _run(["list"], {**env, "GOMP_SPINCOUNT": "0"})[0]["spin"] == "0"
 
 
 def test_list_cache_is_keyed_by_code_and_torch(tmp_path, monkeypatch):

@@ -48,16 +48,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# libgomp's spin before a waiting OpenMP worker sleeps: long spins (libgomp's default, or ACTIVE) take the time
+# slices the working thread needs on a CPU shared with other jobs; no spin (PASSIVE) pays a wake-up at every
+# parallel region on a quiet one. A short spin gives most of both (BENCHMARKS.md, "OpenMP wait policy").
+SPIN_COUNT = "10000"
+
+
+def set_openmp_wait() -> None:
+    """Bound how long torch's idle OpenMP workers spin, unless the user set a policy or a spin count. Must
+    run before torch is imported (libgomp reads its environment once, when it loads)."""
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    # torch's OpenMP workers sleep between parallel regions instead of spinning. On a CPU shared with another
-    # job, spinning workers take the time slices the thread holding the work needs (BENCHMARKS.md has the
-    # slowdown). Set before a command imports torch (libgomp reads it once); the user's value wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    set_openmp_wait()
     show = warnings.showwarning
 
     def one_line(message, category, *rest, **kw):  # cnnzoo's own warnings as one line, no source excerpt
