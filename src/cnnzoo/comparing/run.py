@@ -245,17 +245,14 @@ def _best_eval(res, job: CompareJob, mdir: Path) -> dict:
     from a checkpoint that holds none is evaluated from best/."""
     from ..training import evaluate  # first through the package: its ``evaluate`` stays the function
     from ..training.evaluate import eval_result, write_eval_outputs
-    from ..training.tta import effective_tta
 
     if res.best_eval is None:
         return evaluate(res.checkpoint, dataset=job.cfg.dataset, split="test", data_dir=job.opts.data_dir,
                         device=job.opts.device, out=mdir, overwrite=True, tta=job.cfg.tta)
     train_set, test_set = job.splits(res.img_size)
-    cfg = res.config
-    result = eval_result(res.best_eval, model=cfg["model"], data=test_set, classes=list(train_set.classes),
-                         checkpoint=res.checkpoint,
-                         tta=effective_tta(cfg["tta"], bool(cfg["hflip"])), weights=res.best_weights,
-                         img_size=res.img_size, device=res.device)
+    result = eval_result(res.best_eval, model=res.config["model"], data=test_set, classes=list(train_set.classes),
+                         checkpoint=res.checkpoint, tta=res.tta, weights=res.best_weights, img_size=res.img_size,
+                         device=res.device)  # res.tta: the run's views, resolved once
     write_eval_outputs(result, mdir, overwrite=True)
     return result
 
