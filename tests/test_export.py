@@ -210,3 +210,15 @@ def test_lrn_nets_in_half_precision_on_the_cpu_say_so_in_one_line(dtype) -> None
     with pytest.raises(cnnzoo.CnnzooError, match="no .*float16 kernel on the CPU") as e:
         net(torch.randn(1, 3, 28, 28, dtype=dtype))
     assert "\n" not in str(e.value)
+
+
+def test_lrn_nets_train_under_cpu_bf16_autocast_with_lrn_in_float32() -> None:
+    net = cnnzoo.create_model("alexnet_cifar", num_classes=10)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x)
+        lrn = next(m for m in net.features if isinstance(m, nn.LocalResponseNorm))
+        y = lrn(torch.randn(2, 96, 5, 5).bfloat16())
+    out.float().sum().backward()
+    assert y.dtype == torch.float32 and out.shape == (2, 10)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())

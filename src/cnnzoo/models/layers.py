@@ -228,8 +228,11 @@ def local_response_norm(x: Tensor, size: int, alpha: float, beta: float, k: floa
     """``F.local_response_norm`` with the same numbers, but for an odd window over an (N, C, H, W) batch the
     channel padding is the pooling's own (``avg_pool3d(padding=...)``, zeros counted, as the explicit pad)
     instead of a 5-d ``F.pad``, after which the TorchScript-based ONNX exporter loses the map sizes (and then
-    cannot export an adaptive pooling further on)."""
+    cannot export an adaptive pooling further on). Half precision on the CPU has no kernel: under autocast
+    (``--amp bf16``) it runs in float32, a net converted to half says so in one line."""
     if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
+        if torch.is_autocast_enabled("cpu"):  # under autocast as its float32 ops: computed and returned in float32
+            return local_response_norm(x.float(), size, alpha, beta, k)
         raise CnnzooError(f"local response normalisation has no {str(x.dtype).removeprefix('torch.')} kernel on "
                           f"the CPU in PyTorch: run this net in float32 on the CPU, or in half precision on a GPU")
     if x.dim() != 4 or size % 2 == 0 or x.shape[1] < size:
