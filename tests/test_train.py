@@ -200,6 +200,24 @@ def test_cpu_bf16_without_bf16_units_warns_once_in_one_line(tmp_path, monkeypatc
         assert err == [f"cnnzoo train: warning: {policy.EMULATED_BF16}"]
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_auto_trains_the_measured_families_in_bf16_where_the_cpu_has_bf16_units(monkeypatch, native):
+    """``--amp auto`` on a CPU: bf16 for the families measured faster (CPU_BF16_TRAIN) where the CPU has bf16
+    units; float32 for the others (LeNet-5, the depthwise nets), without the units, with ``--amp off`` and for
+    a user's own module."""
+    from cnnzoo.speed import policy
+
+    monkeypatch.setattr(policy, "cpu_has_bf16_matmul", lambda: native)
+    assert policy.CPU_BF16_TRAIN == {"alexnet", "nin", "resnet", "vgg"}
+    assert policy.cpu_auto_bf16("vgg11_bn_cifar") is native and policy.cpu_auto_bf16("resnet50d") is native
+    assert not any(map(policy.cpu_auto_bf16, ("lenet5", "mobilenet_v2", "efficientnet_b0", "googlenet", None)))
+    few = dict(epochs=1, batch_size=32, train_subset=64, test_subset=32, max_steps=1, out=None, **QUIET)
+    assert train("resnet18_cifar", "digits", **few).precision == ("bf16" if native else "float32")
+    assert train("resnet18_cifar", "digits", amp="off", **few).precision == "float32"
+    assert train("lenet5", "digits", **few).precision == "float32"
+    assert train(SmallNet(), "digits", **few).precision == "float32"
+
+
 def test_existing_run_needs_resume_and_resume_must_match(tmp_path):
     _small_run(tmp_path / "r", max_steps=2)
     with pytest.raises(CnnzooError, match="already holds a run: pass --resume"):

@@ -1,6 +1,7 @@
 """Device and speed policy, in one place: what training (and the benchmark timing it) runs with on a device.
 
-- the autocast dtype of an ``amp`` mode (:func:`amp_dtype`), and whether a CPU multiplies bf16 natively;
+- the autocast dtype of an ``amp`` mode (:func:`amp_dtype`), whether a CPU multiplies bf16 natively, and
+  which nets ``auto`` trains in bf16 on such a CPU (:data:`CPU_BF16_TRAIN`);
 - channels_last memory format: always on CUDA and in CPU bf16; in CPU float32 training per net, from a table
   per CPU vector ISA (:data:`CPU_CHANNELS_LAST_TRAIN`), because oneDNN's answer differs between them;
 - torch's fused SGD/AdamW kernels (:func:`fused_optimizer_ok`);
@@ -20,7 +21,7 @@ import torch
 
 from ..errors import CnnzooError, CnnzooWarning
 
-__all__ = ["CPU_CHANNELS_LAST_TRAIN", "EMULATED_BF16", "GEMM_WGRAD_ISAS", "SpeedPlan", "amp_dtype",
+__all__ = ["CPU_BF16_TRAIN", "CPU_CHANNELS_LAST_TRAIN", "EMULATED_BF16", "GEMM_WGRAD_ISAS", "SpeedPlan", "amp_dtype",
            "channels_last_default", "cpu_has_bf16_matmul", "cpu_isa", "fused_optimizer_ok", "gemm_wgrad_default",
            "speed_plan", "use_channels_last"]
 
@@ -38,13 +39,34 @@ EMULATED_BF16 = ("this CPU has no bf16 matrix units (Intel AMX or AVX512-BF16), 
                  "many times slower than float32 (docs/speed.md): drop --amp to train in float32")
 
 
-def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+# The families ``--amp auto`` trains in bf16 on a CPU with bf16 matrix units: measured 1.4-2.8x faster than
+# float32 there (AlexNet, VGG, NiN, the ResNets); not the depthwise nets (MobileNetV2 and EfficientNet-B0 at 128 px
+# 0.65-0.92x), GoogLeNet (1.1x) or LeNet-5 (0.9-1.2x), whose float32 numbers stay. BENCHMARKS.md, "bf16 on the
+# CPU" (benchmarks/bf16_cpu.py).
+CPU_BF16_TRAIN = frozenset({"alexnet", "nin", "resnet", "vgg"})
+
+
+def cpu_auto_bf16(name: str | None) -> bool:
+    """Whether ``--amp auto`` trains the registered net ``name`` in bf16 on this CPU (a user's net: float32)."""
+    if not name or not cpu_has_bf16_matmul():
+        return False
+    from ..models.registry import model_info  # deferred: the registry imports every model file
+
+    try:
+        return model_info(name).family in CPU_BF16_TRAIN
+    except CnnzooError:
+        return False
+
+
+def amp_dtype(mode: str, device: torch.device, model_name: str | None = None) -> torch.dtype | None:
     """The autocast dtype of an ``amp`` mode on ``device`` (None: float32).
 
-    ``auto`` keeps the CPU in float32 (bf16 changes the numbers, so it is asked for, not imposed) and uses
-    bf16 on CUDA where supported, else fp16; ``bf16`` also works on the CPU (fast with bf16 matrix units);
-    ``fp16`` is CUDA's (with a GradScaler)."""
+    ``auto`` uses bf16 on CUDA where supported, else fp16, and on a CPU bf16 for the families measured to gain
+    where it has bf16 matrix units (:func:`cpu_auto_bf16`), else float32; ``bf16`` also works on any CPU
+    (emulated, slow, without bf16 units); ``fp16`` is CUDA's (with a GradScaler)."""
     cuda = device.type == "cuda"
+    if mode == "auto" and device.type == "cpu" and cpu_auto_bf16(model_name):
+        return torch.bfloat16
     if mode == "off" or (mode == "auto" and not cuda):
         return None
     if mode == "fp16":
@@ -145,7 +167,7 @@ def speed_plan(model_name: str | None, device: torch.device, amp: str = "auto", 
                gemm_wgrad: bool = True, warn: bool = True) -> SpeedPlan:
     """The policy for training ``model_name`` on ``device``; ``channels_last``/``gemm_wgrad`` False opt out.
     Warns (once per call site) when CPU bf16 would run emulated."""
-    dt = amp_dtype(amp, device)
+    dt = amp_dtype(amp, device, model_name)
     if warn and dt == torch.bfloat16 and device.type == "cpu" and not cpu_has_bf16_matmul():
         warnings.warn(EMULATED_BF16, CnnzooWarning, stacklevel=3)
     return SpeedPlan(device=device, amp_dtype=dt,

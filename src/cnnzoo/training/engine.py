@@ -66,6 +66,7 @@ class TrainResult:
     final_top5: float | None = None
     skipped_images: int = 0
     device: str = "cpu"
+    precision: str = "float32"  # what training ran in: float32, or bf16/fp16 autocast (--amp; auto chooses)
     budget_s: float | None = None  # a budgeted run's wall-clock budget (--time-budget)
     images_seen: int = 0  # training images through the net, all processes and segments
     epochs_seen: float = 0.0  # images_seen / training images (a budgeted run ends mid-epoch)
@@ -493,6 +494,11 @@ def _tensorboard(job: Job):  # -> SummaryWriter | None
         return None
 
 
+def _precision(job: Job) -> str:
+    """What the run trains in: "float32", or "bf16"/"fp16" autocast (``--amp``; ``auto`` may choose bf16)."""
+    return {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(job.model.speed.amp_dtype), "float32")
+
+
 def _say_start(job: Job) -> None:
     cfg, state = job.cfg, job.state
     world = f" x{job.dist.world} processes" if job.dist.world > 1 else ""
@@ -504,8 +510,8 @@ def _say_start(job: Job) -> None:
     job.say(f"training {cfg.model or type(job.model.net).__name__} ({job.meta['params']:,} params) on "
             f"{cfg.dataset}: {n_train} train / {n_test} held-out images at {cfg.in_chans}x{cfg.img_size}x"
             f"{cfg.img_size}, {epochs} x {plan.steps_per_epoch} steps of {plan.batch}, {cfg.optimizer} lr "
-            f"{cfg.lr:g} {cfg.schedule} ({plan.warmup} warm-up steps), device {job.model.speed.device}{world} "
-            f"-> {job.out_dir}")
+            f"{cfg.lr:g} {cfg.schedule} ({plan.warmup} warm-up steps), device {job.model.speed.device}"
+            f"{'' if _precision(job) == 'float32' else ' in ' + _precision(job)}{world} -> {job.out_dir}")
     if state.epoch < cfg.epochs:
         job.say(LOG_HEADER)
     for h in state.history:
@@ -529,7 +535,8 @@ def finish(job: Job, stopped: str | None, last: dict | None) -> TrainResult:
         last_checkpoint=str(job.out_dir / "last"), out=str(job.out_dir), config=cfg.to_dict(),
         epochs_run=state.epoch, steps=state.step, stopped=stopped, params=job.meta["params"],
         img_size=job.meta["img_size"], final_top5=last.get("test_top5"), skipped_images=skipped,
-        device=str(job.model.speed.device), budget_s=(state.budget or {}).get("budget_s"),
+        device=str(job.model.speed.device), precision=_precision(job),
+        budget_s=(state.budget or {}).get("budget_s"),
         images_seen=state.train_images,
         epochs_seen=round(state.train_images / max(n_train, 1), 4), final_lr=last.get("lr"), tta=job.cfg.tta_views,
         scored_by="tta" if job.cfg.tta_views != "off" else "plain", best_weights=best.get("weights", "plain"),
