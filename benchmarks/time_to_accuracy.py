@@ -41,6 +41,13 @@ VARIANTS: dict[str, list[str]] = {
     # one run that scores three ways: plain weights (= before where the flips are unchanged), the default TTA,
     # and the weight average with it
     "defaults+ema": ["--ema"],
+    # the architecture-neutral short-run settings together, in bf16 where the CPU has bf16 units
+    "short": ["--amp", "bf16", "--tta", "flip-translate", "--flip", "alternate", "--schedule", "linear"],
+    # ... with 2 px crops (airbench's translate), less augmentation for a net that underfits a short run
+    "short-pad2": ["--amp", "bf16", "--tta", "flip-translate", "--flip", "alternate", "--schedule", "linear",
+                   "--pad", "2"],
+    # the defaults in bf16: bf16's accuracy against the float32 run of the same recipe (defaults+ema)
+    "defaults-bf16": ["--amp", "bf16"],
 }
 # metrics.jsonl keys a run is scored by, each on its own where the run recorded it
 SCORES = ("test_acc", "test_acc_tta", "ema_acc", "ema_acc_tta")
