@@ -101,7 +101,8 @@ class TrainConfig:
     aux_weight: float = option(0.3, "weight of GoogLeNet's auxiliary classifiers' losses (Szegedy et al. "
                                "2014)", range=NONNEG_FLOAT)
     amp: str = option("auto", "mixed precision: auto = bf16 (else fp16) autocast on CUDA; on a CPU bf16 where it "
-                      "has bf16 units (AMX, AVX512-BF16) and the net is big enough to gain, else float32; "
+                      "has bf16 units (AMX, AVX512-BF16) for the nets measured to gain (AlexNet, VGG, NiN, ResNets), "
+                      "else float32; "
                       "bf16 = bf16 autocast on CUDA or the CPU (fast on CPUs with bf16 matrix units, "
                       "docs/speed.md); fp16 (CUDA); off = float32", choices=AMP_MODES, no_value="off")
     channels_last: bool = option(True, "channels_last memory format where it pays on this device "
