@@ -255,6 +255,10 @@ def test_leaderboard_ranks_by_tta_and_shows_both(tmp_path):
     assert "| top-1 % | TTA top-1 % |" in md and "| 1 | b (EMA) | 32 | 89.00 | 93.00* |" in md
     plain = [dict(r, scored_by="plain") for r in rows]
     assert [r["model"] for r in report.ranked(plain)] == ["a", "b"]
+    assert "autocast" not in md  # every row in float32: no note
+    mixed = [dict(rows[0], precision="bf16"), dict(rows[1], precision="float32")]
+    assert report.leaderboard_text(mixed, info).splitlines()[-1] == (
+        "trained under autocast: a (bf16); the others in float32 (--amp off: all float32)")
 
 
 def test_options_are_declared_once_with_choices():

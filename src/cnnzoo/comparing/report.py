@@ -21,7 +21,7 @@ from ..utils import fmt
 ROW_FIELDS = ("rank", "model", "status", "img_size", "top1", "top1_tta", "tta", "scored_by", "weights", "top5",
               "final_top1", "params", "macs", "rf", "train_time_s", "train_images_per_s", "infer_images_per_s",
               "best_epoch", "epochs_run", "stopped", "note", "reason", "budget_s", "wall_s", "images_seen",
-              "epochs_seen", "final_lr")
+              "epochs_seen", "final_lr", "precision")
 
 ACC_VS_MACS_PX = (1000, 650)
 CURVES_PX = (1000, 550)
@@ -107,6 +107,9 @@ def _footnotes(rows: Sequence[dict]) -> list[str]:
                      f"* marks the top-1 each model was ranked and its best/ checkpoint chosen by")
     if any(r.get("weights") == "ema" for r in rows):
         notes.append("(EMA): best/ holds the moving average of the weights (--ema), which scored higher")
+    half = [f"{r['model']} ({r['precision']})" for r in rows if r.get("precision") not in (None, "float32")]
+    if half:  # --amp auto chooses it per net and device: the reader must know which numbers it made
+        notes.append(f"trained under autocast: {', '.join(half)}; the others in float32 (--amp off: all float32)")
     return notes + [f"{r['model']} failed: {r['reason']}" for r in rows if r["status"] != "ok"]
 
 

@@ -215,7 +215,7 @@ def _run_one(name: str, size: int, note: str, job: CompareJob, fresh: bool = Fal
                     resume=o.resume and not fresh, overwrite=fresh or not o.resume, time_budget_s=budget,
                     data_dir=o.data_dir, device=o.device, progress=o.progress, verbose=False)
         row.update(budget_s=res.budget_s, images_seen=res.images_seen, epochs_seen=res.epochs_seen,
-                   final_lr=res.final_lr)
+                   final_lr=res.final_lr, precision=res.precision)
         row.update(train_time_s=round(res.train_time_s, 2), best_epoch=res.best_epoch,
                    train_images_per_s=round(res.train_images_per_s, 1), epochs_run=res.epochs_run,
                    stopped=res.stopped, final_top1=res.final_acc, history=_history(res.history),
