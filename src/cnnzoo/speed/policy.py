@@ -46,16 +46,19 @@ EMULATED_BF16 = ("this CPU has no bf16 matrix units (Intel AMX or AVX512-BF16), 
 CPU_BF16_TRAIN = frozenset({"alexnet", "nin", "resnet", "vgg"})
 
 
-def cpu_auto_bf16(name: str | None) -> bool:
-    """Whether ``--amp auto`` trains the registered net ``name`` in bf16 on this CPU (a user's net: float32)."""
-    if not name or not cpu_has_bf16_matmul():
-        return False
+def _family(name: str | None) -> str | None:
+    """The registered net ``name``'s family, the key of the per-family tables here (None: a user's own net)."""
     from ..models.registry import model_info  # deferred: the registry imports every model file
 
     try:
-        return model_info(name).family in CPU_BF16_TRAIN
+        return model_info(name or "").family
     except CnnzooError:
-        return False
+        return None
+
+
+def cpu_auto_bf16(name: str | None) -> bool:
+    """Whether ``--amp auto`` trains the registered net ``name`` in bf16 on this CPU (a user's net: float32)."""
+    return bool(name) and cpu_has_bf16_matmul() and _family(name) in CPU_BF16_TRAIN
 
 
 def amp_dtype(mode: str, device: torch.device, model_name: str | None = None) -> torch.dtype | None:
@@ -108,14 +111,7 @@ def channels_last_default(name: str | None, mode: str, device: str | torch.devic
     if torch.device(device).type == "cuda" or mode == "infer":
         return True
     families, names = CPU_CHANNELS_LAST_TRAIN[cpu_isa()]
-    if name in names:
-        return True
-    from ..models.registry import model_info  # deferred: the registry imports every model file
-
-    try:
-        return model_info(name or "").family in families
-    except CnnzooError:  # a user's own net: the plain format
-        return False
+    return name in names or _family(name) in families  # a user's own net (no family): the plain format
 
 
 def use_channels_last(name: str | None, device: torch.device, amp: torch.dtype | None) -> bool:
@@ -151,6 +147,11 @@ class SpeedPlan:
     channels_last: bool
     gemm_wgrad: bool
     fused_optimizer: bool
+
+    @property
+    def precision(self) -> str:
+        """What training runs in: "float32", or "bf16"/"fp16" autocast."""
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp_dtype, "float32")
 
     @property
     def grad_scaler(self) -> bool:

@@ -494,14 +494,11 @@ def _tensorboard(job: Job):  # -> SummaryWriter | None
         return None
 
 
-def _precision(job: Job) -> str:
-    """What the run trains in: "float32", or "bf16"/"fp16" autocast (``--amp``; ``auto`` may choose bf16)."""
-    return {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(job.model.speed.amp_dtype), "float32")
-
-
 def _say_start(job: Job) -> None:
     cfg, state = job.cfg, job.state
     world = f" x{job.dist.world} processes" if job.dist.world > 1 else ""
+    precision = job.model.speed.precision
+    autocast = "" if precision == "float32" else f" in {precision}"
     n_train, n_test = len(job.data.train), len(job.data.test)
     epochs = f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
     if job.budget is not None:
@@ -510,8 +507,8 @@ def _say_start(job: Job) -> None:
     job.say(f"training {cfg.model or type(job.model.net).__name__} ({job.meta['params']:,} params) on "
             f"{cfg.dataset}: {n_train} train / {n_test} held-out images at {cfg.in_chans}x{cfg.img_size}x"
             f"{cfg.img_size}, {epochs} x {plan.steps_per_epoch} steps of {plan.batch}, {cfg.optimizer} lr "
-            f"{cfg.lr:g} {cfg.schedule} ({plan.warmup} warm-up steps), device {job.model.speed.device}"
-            f"{'' if _precision(job) == 'float32' else ' in ' + _precision(job)}{world} -> {job.out_dir}")
+            f"{cfg.lr:g} {cfg.schedule} ({plan.warmup} warm-up steps), device {job.model.speed.device}{autocast}"
+            f"{world} -> {job.out_dir}")
     if state.epoch < cfg.epochs:
         job.say(LOG_HEADER)
     for h in state.history:
@@ -535,7 +532,7 @@ def finish(job: Job, stopped: str | None, last: dict | None) -> TrainResult:
         last_checkpoint=str(job.out_dir / "last"), out=str(job.out_dir), config=cfg.to_dict(),
         epochs_run=state.epoch, steps=state.step, stopped=stopped, params=job.meta["params"],
         img_size=job.meta["img_size"], final_top5=last.get("test_top5"), skipped_images=skipped,
-        device=str(job.model.speed.device), precision=_precision(job),
+        device=str(job.model.speed.device), precision=job.model.speed.precision,
         budget_s=(state.budget or {}).get("budget_s"),
         images_seen=state.train_images,
         epochs_seen=round(state.train_images / max(n_train, 1), 4), final_lr=last.get("lr"), tta=job.cfg.tta_views,
