@@ -218,7 +218,9 @@ def test_lrn_nets_train_under_cpu_bf16_autocast_with_lrn_in_float32() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = net(x)
         lrn = next(m for m in net.features if isinstance(m, nn.LocalResponseNorm))
-        y = lrn(torch.randn(2, 96, 5, 5).bfloat16())
+        half = torch.randn(2, 96, 5, 5).bfloat16()
+        y = lrn(half)
     out.float().sum().backward()
     assert y.dtype == torch.float32 and out.shape == (2, 10)
+    assert torch.equal(y, lrn(half.float()))  # the float32 LRN of the same values
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
